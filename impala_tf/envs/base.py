@@ -1,0 +1,76 @@
+"""The batched-environment interface that actors step.
+
+A `BatchedEnv` runs N environments (of one or several tasks) in lock step with dm-env semantics and automatic
+resets: after an environment returns LAST, its next `step` ignores the action and returns FIRST of a new episode.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import NamedTuple
+
+import dm_env
+import numpy as np
+from dm_env import specs
+
+
+class BatchedTimeStep(NamedTuple):
+    """One step of N environments, batch-major.
+
+    step_type:   uint8 [N]            dm_env.StepType values (FIRST=0, MID=1, LAST=2)
+    reward:      float32 [N]          raw reward of the step (0 at FIRST); never clipped here
+    discount:    float32 [N]          0 where a learning episode terminated, 1 otherwise (0 at FIRST)
+    observation: uint8 [N, *obs]
+    """
+
+    step_type: np.ndarray
+    reward: np.ndarray
+    discount: np.ndarray
+    observation: np.ndarray
+
+
+class EpisodeStats(NamedTuple):
+    """A finished *game* (for Atari: all lives), in raw, unclipped score."""
+
+    env_index: int
+    task_id: int
+    episode_return: float
+    episode_frames: int  # emulator frames (frameskip included) for Atari; environment steps elsewhere
+
+
+class BatchedEnv(abc.ABC):
+    """N environments stepped together. `task_ids[i]` is the suite task index of environment i."""
+
+    num_envs: int
+    task_ids: np.ndarray  # int32 [N]
+    frames_per_step: int  # emulator frames per agent step (4 on Atari), for frame counters
+
+    @abc.abstractmethod
+    def observation_spec(self) -> specs.Array:
+        """Spec of ONE environment's observation (uint8)."""
+
+    @abc.abstractmethod
+    def action_spec(self) -> specs.DiscreteArray:
+        """Spec of ONE environment's action (the shared action head's size, e.g. 18 on Atari)."""
+
+    @abc.abstractmethod
+    def legal_action_mask(self) -> np.ndarray:
+        """bool [num_tasks_of_suite, num_actions]: which actions each task can take."""
+
+    @abc.abstractmethod
+    def reset(self) -> BatchedTimeStep:
+        """Resets every environment; all step types FIRST."""
+
+    @abc.abstractmethod
+    def step(self, actions: np.ndarray) -> BatchedTimeStep:
+        """actions: int32 [N]."""
+
+    @abc.abstractmethod
+    def pop_finished_episodes(self) -> list[EpisodeStats]:
+        """Games that ended since the last call (whole games, raw score)."""
+
+    def close(self) -> None:
+        pass
+
+
+StepType = dm_env.StepType
