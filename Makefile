@@ -1,0 +1,55 @@
+# impala-tf: every target sets up .venv first (once; re-run only when pyproject.toml changes).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# `make setup EXTRAS=gpu,ray,test` on a CUDA machine installs tensorflow[and-cuda] instead of tensorflow-cpu.
+EXTRAS ?= cpu,ray,test
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+# The main job: a multi-task agent on the Atari-5 suite, then evaluation and the leaderboard (~20 min on 2 cores).
+RUN_DIR ?= runs/atari5_shallow
+RUN_FLAGS ?=
+
+.PHONY: setup test run bench bench-quick lint format regression leaderboards soak test-tf-agents clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q
+
+regression: setup
+	$(PY) -m pytest -q -m slow --timeout=3600
+
+run: setup
+	$(PY) -m suites.atari5 --logdir=$(RUN_DIR) $(RUN_FLAGS)
+	$(PY) -m impala_tf.evaluate --logdir=$(RUN_DIR)
+	$(PY) -m impala_tf.leaderboard --suite=atari5 --runs=$(RUN_DIR) --out=$(RUN_DIR)/leaderboard
+	@echo "run directory:  $(RUN_DIR)  (episodes.csv, eval_scores.csv, checkpoints/, tensorboard/)"
+	@echo "leaderboard:    $(RUN_DIR)/leaderboard/README.md  and  report.html"
+
+bench: setup
+	$(PY) -m bench.run_bench
+
+bench-quick: setup
+	$(PY) -m bench.run_bench --quick
+
+lint: setup
+	$(VENV)/bin/ruff check impala_tf suites tests bench
+	$(VENV)/bin/ruff format --check impala_tf suites tests bench
+
+format: setup
+	$(VENV)/bin/ruff check --fix impala_tf suites tests bench
+	$(VENV)/bin/ruff format impala_tf suites tests bench
+
+leaderboards: setup
+	$(PY) -m impala_tf.leaderboard --suite=atari57 --reference=impala_paper,machado_repro --out=leaderboards/atari57
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

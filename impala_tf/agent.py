@@ -1,0 +1,97 @@
+"""Building the agent's pieces from one picklable description of a run (used by the trainer, evaluation, export
+and Ray actors alike, so that every process builds exactly the same environments and network)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from impala_tf import envs, networks
+from impala_tf.actor import Actor, ActingPolicy, ParamSnapshot
+from impala_tf.envs.base import BatchedEnv, EpisodeStats
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    suite: Any  # suites.Suite (restricted to the run's games)
+    protocol: str | None
+    action_set: str | None
+    seed: int
+    network: str
+    use_lstm: bool
+    popart: bool
+    reward_clipping: str
+    unroll_length: int
+    num_actors: int
+    envs_per_actor: int
+    env_threads: int = 0
+    xla: bool = True
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.suite.games)
+
+    def task_ids(self, actor_id: int) -> list[int]:
+        """Tasks of this actor's environments: global environment k plays task k mod num_tasks, so every task is
+        trained whenever num_actors * envs_per_actor >= num_tasks, in proportions `task_proportions` shows."""
+        first = actor_id * self.envs_per_actor
+        return [(first + i) % self.num_tasks for i in range(self.envs_per_actor)]
+
+    def task_proportions(self) -> dict[str, float]:
+        counts = np.zeros(self.num_tasks)
+        for actor_id in range(self.num_actors):
+            for task in self.task_ids(actor_id):
+                counts[task] += 1
+        return {game: counts[i] / counts.sum() for i, game in enumerate(self.suite.games)}
+
+    def env_seed(self, actor_id: int, incarnation: int = 0) -> int:
+        return (self.seed * 1_000_003 + actor_id * 7919 + incarnation * 104_729) % (2**31 - 1)
+
+    def network_config(self, num_actions: int) -> networks.NetworkConfig:
+        return networks.NetworkConfig(
+            torso=self.network,
+            use_lstm=self.use_lstm,
+            num_actions=num_actions,
+            num_value_heads=self.num_tasks if self.popart else 1,
+        )
+
+
+def make_env(spec: RunSpec, task_ids: list[int], seed: int) -> BatchedEnv:
+    return envs.make_batched_env(
+        spec.suite,
+        task_ids,
+        seed,
+        protocol=spec.protocol,
+        action_set=spec.action_set,
+        num_threads=spec.env_threads,
+    )
+
+
+def make_network(spec: RunSpec, env: BatchedEnv) -> networks.ImpalaNetwork:
+    config = spec.network_config(env.action_spec().num_values)
+    network = networks.make_network(
+        config, tuple(env.observation_spec().shape), legal_action_mask=env.legal_action_mask()
+    )
+    # Build the variables so that snapshots can be assigned before the first step.
+    network.initial_state(1)
+    n = 1
+    obs = np.zeros((n, *env.observation_spec().shape), np.uint8)
+    zeros = np.zeros(n, np.int32)
+    network.step(obs, zeros, np.zeros(n, np.float32), np.zeros(n, np.uint8), zeros, network.initial_state(n))
+    return network
+
+
+def make_actor(
+    spec: RunSpec,
+    actor_id: int,
+    get_params: Callable[[], ParamSnapshot] | None,
+    on_episode: Callable[[EpisodeStats], None] | None,
+    incarnation: int = 0,
+) -> Actor:
+    seed = spec.env_seed(actor_id, incarnation)
+    env = make_env(spec, spec.task_ids(actor_id), seed)
+    policy = ActingPolicy(make_network(spec, env), spec.reward_clipping, seed=seed, xla=spec.xla)
+    return Actor(env, policy, spec.unroll_length, get_params=get_params, on_episode=on_episode)

@@ -1,0 +1,111 @@
+"""Every training flag, defined once. Suite binaries change defaults only (`set_suite_defaults`).
+
+Defaults are the IMPALA paper's Atari settings (Table G.1): unroll 20, batch 32, discount 0.99, entropy cost 0.01,
+baseline cost 0.5, RMSProp (decay 0.99, momentum 0, epsilon 0.01), learning rate 6e-4 annealed linearly to 0,
+global gradient-norm clip 40, rewards clipped to [-1, 1].
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from absl import flags
+
+FLAGS = flags.FLAGS
+
+# Run and suite.
+flags.DEFINE_string("suite", None, "Suite name (atari57, atari5, atari_tuning6, minatar, catch) or a suite JSON file.")
+flags.DEFINE_list("games", [], "Restrict the suite to these games (comma separated). Empty: every game.")
+flags.DEFINE_string("protocol", None, "Atari protocol: impala (paper) or machado. Default: the suite's.")
+flags.DEFINE_enum("action_set", None, ["full", "minimal"], "Action set. Default: the suite's (multi-task: full).")
+flags.DEFINE_integer("total_frames", None, "Frame budget (emulator frames, frameskip included). Default: suite's.")
+flags.DEFINE_integer("seed", 1, "Seed for environments, network initialisation and action sampling.")
+flags.DEFINE_string("logdir", None, "Run directory. Re-running with the same logdir resumes the run.")
+flags.DEFINE_string("init_from", None, "Initialise the network from this run directory (fine-tuning / transfer).")
+
+# Actors.
+flags.DEFINE_integer("num_actors", 2, "Number of actors.")
+flags.DEFINE_integer("envs_per_actor", 16, "Environments per actor (batched inference per actor).")
+flags.DEFINE_integer("env_threads", 0, "C++ threads per Atari vector env (0: one per environment, capped by cores).")
+flags.DEFINE_enum("runtime", "local", ["local", "ray"], "Where actors run: threads of this process, or Ray actors.")
+flags.DEFINE_integer("max_actor_restarts", 10, "Stop the run after this many actor failures.")
+
+# Learner.
+flags.DEFINE_integer("unroll_length", 20, "Unroll length T (agent steps).")
+flags.DEFINE_integer("batch_size", 32, "Unrolls per learner batch B.")
+flags.DEFINE_integer("queue_capacity", 0, "Unrolls buffered between actors and learner (0: 2 x batch_size).")
+flags.DEFINE_bool("xla", True, "jit-compile the learner step and the actors' inference with XLA.")
+flags.DEFINE_integer("learner_devices", 1, "Learner replicas (tf.distribute.MirroredStrategy when > 1).")
+
+# Network.
+flags.DEFINE_enum("network", "shallow", ["shallow", "deep"], "Torso: the paper's shallow CNN or deep ResNet.")
+flags.DEFINE_bool("use_lstm", False, "Add the LSTM-256 core (ResNet-LSTM); the paper's Atari agents had none.")
+
+# Loss.
+flags.DEFINE_enum("correction", "vtrace", ["vtrace", "none", "epsilon", "is1"], "Off-policy correction.")
+flags.DEFINE_float("discount", 0.99, "Discount gamma.")
+flags.DEFINE_float("baseline_cost", 0.5, "Baseline loss weight.")
+flags.DEFINE_float("entropy_cost", 0.01, "Entropy bonus weight.")
+flags.DEFINE_enum("reward_clipping", "abs_one", ["abs_one", "soft_asymmetric", "none"], "Reward clipping.")
+flags.DEFINE_float("clip_rho_threshold", 1.0, "V-trace rho-bar (value targets).")
+flags.DEFINE_float("clip_pg_rho_threshold", 1.0, "V-trace pg-rho-bar (policy gradient).")
+flags.DEFINE_bool("popart", False, "PopArt multi-task value normalisation (Hessel et al. 2019).")
+flags.DEFINE_float("popart_step_size", 3e-4, "PopArt statistics step size beta.")
+
+# Optimiser.
+flags.DEFINE_float("learning_rate", 6e-4, "Initial learning rate, annealed linearly to 0 over total_frames.")
+flags.DEFINE_float("rmsprop_decay", 0.99, "RMSProp decay.")
+flags.DEFINE_float("rmsprop_momentum", 0.0, "RMSProp momentum.")
+flags.DEFINE_float("rmsprop_epsilon", 0.01, "RMSProp epsilon.")
+flags.DEFINE_float("max_grad_norm", 40.0, "Global gradient-norm clip.")
+
+# Logging and checkpoints.
+flags.DEFINE_integer("checkpoint_every_secs", 600, "Seconds between checkpoints (and one at exit).")
+flags.DEFINE_integer("progress_every_secs", 10, "Seconds between progress lines and summaries.")
+
+# Ray.
+flags.DEFINE_string("ray_address", None, "Join this Ray cluster; without it a local instance is started.")
+flags.DEFINE_float("actor_cpus", 1.0, "CPUs per Ray actor.")
+flags.DEFINE_float("learner_gpus", 0.0, "GPUs reserved for the learner (driver) under Ray.")
+
+# Evaluation.
+flags.DEFINE_integer("eval_episodes", 3, "Whole games per task played by evaluation.")
+
+POSITIVE_INTS = ("num_actors", "envs_per_actor", "unroll_length", "batch_size", "learner_devices", "eval_episodes")
+
+
+def validate(values: Any = None) -> None:
+    """Checks flag combinations that absl cannot; raises flags.ValidationError (a one-line usage error)."""
+    f = values or FLAGS
+    for name in POSITIVE_INTS:
+        if getattr(f, name) < 1:
+            raise flags.ValidationError(f"--{name} must be >= 1, got {getattr(f, name)}")
+    if f.total_frames is not None and f.total_frames < 1:
+        raise flags.ValidationError(f"--total_frames must be >= 1, got {f.total_frames}")
+    if f.checkpoint_every_secs < 1 or f.progress_every_secs < 1:
+        raise flags.ValidationError("--checkpoint_every_secs and --progress_every_secs must be >= 1")
+    if f.batch_size % f.learner_devices:
+        raise flags.ValidationError(
+            f"--batch_size={f.batch_size} must be divisible by --learner_devices={f.learner_devices}"
+        )
+    if f.max_actor_restarts < 0:
+        raise flags.ValidationError("--max_actor_restarts must be >= 0")
+    for name in ("discount",):
+        if not 0.0 <= getattr(f, name) <= 1.0:
+            raise flags.ValidationError(f"--{name} must be in [0, 1], got {getattr(f, name)}")
+    for name in ("baseline_cost", "entropy_cost", "learning_rate", "rmsprop_epsilon", "max_grad_norm"):
+        if getattr(f, name) < 0:
+            raise flags.ValidationError(f"--{name} must be >= 0, got {getattr(f, name)}")
+    if not f.logdir:
+        raise flags.ValidationError("--logdir is required")
+
+
+def set_suite_defaults(defaults: dict[str, Any]) -> None:
+    """Lets a suite binary change flag defaults (the user's command line still wins)."""
+    for name, value in defaults.items():
+        FLAGS.set_default(name, value)
+
+
+def flag_values_dict() -> dict[str, Any]:
+    """The resolved training flags (only the ones this module defines), for config.json."""
+    return {flag.name: flag.value for flag in FLAGS.get_flags_for_module(__name__)}

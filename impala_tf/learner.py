@@ -1,0 +1,212 @@
+"""The learner's optimisation step: V-trace loss on a time-major batch of unrolls, RMSProp, counters.
+
+One `Learner.step(batch)` is one update (Espeholt et al. 2018, Section 5 and Appendix D):
+
+  1. run the network over the batch `[T+1, B, ...]` from the actors' initial LSTM state;
+  2. build the T transitions t -> t+1 and the IMPALA loss (`impala_tf.losses.impala_loss`);
+  3. clip the gradients to a global norm of 40;
+  4. RMSProp with the learning rate annealed linearly from 6e-4 to 0 over the frame budget;
+  5. count the update and the frames it consumed.
+
+A step whose loss or gradient norm is not finite changes no weight and no optimiser slot; it is counted in
+`num_nonfinite` and reported as `nonfinite = 1` in the logs.
+
+The optimiser is written out on tf.Variables (`rmsprop_update`) to match TF1's `tf.train.RMSPropOptimizer`, which
+the paper's released code used: the mean square starts at 1 and ε sits INSIDE the square root,
+
+    ms  <- decay · ms + (1 − decay) · g²
+    mom <- momentum · mom + lr · g / sqrt(ms + ε)
+    w   <- w − mom
+
+so ε = 0.01 bounds the step size at lr / 0.1 per unit gradient (Keras' RMSprop adds ε outside the root instead).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+
+from impala_tf.losses import LossConfig, clip_rewards, impala_loss
+from impala_tf.networks import ImpalaNetwork
+from impala_tf.unroll import Unroll
+
+_LAST = 2  # dm_env.StepType.LAST
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OptimizerConfig:
+    learning_rate: float = 6e-4  # at frame 0; reaches 0 at `total_frames`
+    total_frames: int = 200_000_000  # frame budget the learning rate anneals over (emulator frames on Atari)
+    decay: float = 0.99
+    momentum: float = 0.0
+    epsilon: float = 0.01  # inside the square root, as in TF1
+    initial_mean_square: float = 1.0  # TF1 starts the mean square at 1, not 0
+    max_global_norm: float = 40.0
+
+    def __post_init__(self):
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
+        if self.total_frames < 1:
+            raise ValueError(f"total_frames must be >= 1, got {self.total_frames}.")
+        if not 0 <= self.decay < 1:
+            raise ValueError(f"decay must be in [0, 1), got {self.decay}.")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}.")
+        if not self.epsilon > 0:
+            raise ValueError(f"epsilon must be > 0, got {self.epsilon}.")
+        if not self.max_global_norm > 0:
+            raise ValueError(f"max_global_norm must be > 0, got {self.max_global_norm}.")
+
+
+def linear_learning_rate(initial: float, num_frames: tf.Tensor, total_frames: int) -> tf.Tensor:
+    """initial · max(0, 1 − num_frames / total_frames): float32 []."""
+    progress = tf.cast(num_frames, tf.float64) / float(total_frames)
+    return tf.cast(initial * tf.maximum(0.0, 1.0 - progress), tf.float32)
+
+
+def rmsprop_update(
+    gradient: tf.Tensor,
+    mean_square: tf.Tensor,
+    momentum_buffer: tf.Tensor | None,
+    learning_rate: tf.Tensor,
+    decay: float,
+    momentum: float,
+    epsilon: float,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None]:
+    """One TF1-style RMSProp step for one variable (ε inside the square root).
+
+    Args:
+      gradient: g, any shape.
+      mean_square: ms before the step, g's shape.
+      momentum_buffer: mom before the step, g's shape; None when momentum == 0 (then mom is not kept).
+      learning_rate: float32 [].
+
+    Returns:
+      (delta to ADD to the variable, new mean_square, new momentum_buffer or None).
+    """
+    new_mean_square = decay * mean_square + (1.0 - decay) * tf.square(gradient)
+    step = learning_rate * gradient * tf.math.rsqrt(new_mean_square + epsilon)
+    if momentum_buffer is None:
+        return -step, new_mean_square, None
+    new_momentum_buffer = momentum * momentum_buffer + step
+    return -new_momentum_buffer, new_mean_square, new_momentum_buffer
+
+
+class Learner(tf.Module):
+    """Owns the network, the RMSProp slots and the counters; checkpoint it whole with tf.train.Checkpoint.
+
+    Counters (tf.Variables, so a checkpoint restores them and the learning-rate schedule resumes):
+      num_updates    int64  applied updates (the parameters' version that actors report as policy_version)
+      num_frames     int64  frames consumed: T · B · frames_per_step per step, applied or not
+      num_nonfinite  int64  steps skipped because the loss or the gradient norm was not finite
+    """
+
+    def __init__(
+        self,
+        network: ImpalaNetwork,
+        loss_config: LossConfig,
+        optimizer_config: OptimizerConfig,
+        frames_per_step: int = 1,
+        jit_compile: bool = True,
+        name: str = "learner",
+    ):
+        super().__init__(name=name)
+        if frames_per_step < 1:
+            raise ValueError(f"frames_per_step must be >= 1, got {frames_per_step}.")
+        if not network.trainable_variables:
+            raise ValueError("The network has no variables yet: build it with networks.make_network.")
+        self.network = network
+        self.loss_config = loss_config
+        self.optimizer_config = optimizer_config
+        self.frames_per_step = frames_per_step
+        self.num_updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="num_updates")
+        self.num_frames = tf.Variable(0, dtype=tf.int64, trainable=False, name="num_frames")
+        self.num_nonfinite = tf.Variable(0, dtype=tf.int64, trainable=False, name="num_nonfinite")
+        self._variables = list(network.trainable_variables)
+        self.mean_square = [
+            tf.Variable(
+                tf.fill(v.shape, tf.constant(optimizer_config.initial_mean_square, v.dtype)),
+                trainable=False,
+                name="mean_square",
+            )
+            for v in self._variables
+        ]
+        if optimizer_config.momentum > 0:
+            self.momentum_buffer = [
+                tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name="momentum") for v in self._variables
+            ]
+        else:
+            self.momentum_buffer = [None] * len(self._variables)
+        self._compiled_step = tf.function(self._step, jit_compile=jit_compile)
+
+    def learning_rate(self) -> tf.Tensor:
+        """The learning rate the next update will use: float32 []."""
+        config = self.optimizer_config
+        return linear_learning_rate(config.learning_rate, self.num_frames, config.total_frames)
+
+    def step(self, batch: Unroll) -> dict[str, tf.Tensor]:
+        """One update on a time-major batch; returns scalar logs (loss terms, grad_norm, learning_rate, ...).
+
+        `batch` fields are `[T+1, B, ...]` (task_id, policy_version `[B]`; agent_state `[2, B, H]`), with the
+        dtypes of `impala_tf.unroll.unroll_dtypes` (observation uint8 all the way into the network).
+        """
+        return self._compiled_step(batch)
+
+    def _loss(self, batch: Unroll) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        prev_reward = clip_rewards(batch.reward, self.loss_config.reward_clipping)
+        outputs, _ = self.network.unroll(
+            batch.observation, batch.prev_action, prev_reward, batch.step_type, batch.task_id, batch.agent_state
+        )
+        # Transition t is x_t -> x_{t+1}: it is rewarded and discounted on arrival at t+1 and does not exist when
+        # t ended an episode (the next step is the FIRST of a new one).
+        return impala_loss(
+            target_logits=outputs.policy_logits[:-1],
+            baseline=outputs.baseline[:-1],
+            bootstrap_value=outputs.baseline[-1],
+            behaviour_logits=batch.behaviour_logits[:-1],
+            actions=batch.action[:-1],
+            rewards=batch.reward[1:],
+            env_discounts=batch.discount[1:],
+            mask=tf.cast(tf.not_equal(batch.step_type[:-1], _LAST), tf.float32),
+            config=self.loss_config,
+        )
+
+    def _step(self, batch: Unroll) -> dict[str, tf.Tensor]:
+        config = self.optimizer_config
+        with tf.GradientTape() as tape:
+            total_loss, loss_logs = self._loss(batch)
+        gradients = tape.gradient(total_loss, self._variables)
+        clipped_gradients, grad_norm = tf.clip_by_global_norm(gradients, config.max_global_norm)
+        finite = tf.logical_and(tf.math.is_finite(total_loss), tf.math.is_finite(grad_norm))
+        learning_rate = self.learning_rate()
+
+        def apply() -> tf.Tensor:
+            for i, (variable, gradient) in enumerate(zip(self._variables, clipped_gradients, strict=True)):
+                delta, mean_square, momentum_buffer = rmsprop_update(
+                    gradient,
+                    self.mean_square[i],
+                    self.momentum_buffer[i],
+                    learning_rate,
+                    config.decay,
+                    config.momentum,
+                    config.epsilon,
+                )
+                self.mean_square[i].assign(mean_square)
+                if momentum_buffer is not None:
+                    self.momentum_buffer[i].assign(momentum_buffer)
+                variable.assign_add(delta)
+            self.num_updates.assign_add(1)
+            return tf.constant(0.0)
+
+        def skip() -> tf.Tensor:
+            self.num_nonfinite.assign_add(1)
+            return tf.constant(1.0)
+
+        nonfinite = tf.cond(finite, apply, skip)
+        num_steps, batch_size = tf.shape(batch.action)[0] - 1, tf.shape(batch.action)[1]
+        self.num_frames.assign_add(tf.cast(num_steps * batch_size * self.frames_per_step, tf.int64))
+
+        logs = {name: value for name, value in loss_logs.items() if value.shape.rank == 0}
+        logs.update(grad_norm=grad_norm, learning_rate=learning_rate, nonfinite=nonfinite)
+        return logs

@@ -1,0 +1,192 @@
+"""Local transport: actor threads in this process, a bounded unroll queue, a shared parameter snapshot.
+
+Threads suffice on one machine because the heavy work releases the GIL (ALE steps in C++ threads, TF ops run in
+its own thread pools); see bench/NOTES.md for the measurements behind that choice.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+
+from impala_tf import agent
+from impala_tf.actor import Actor, ParamSnapshot
+from impala_tf.envs.base import EpisodeStats
+from impala_tf.unroll import Unroll
+
+log = logging.getLogger(__name__)
+
+_POLL_SECS = 0.1
+
+
+class UnrollQueue:
+    """Bounded FIFO of unrolls: a full queue blocks the actors (back-pressure), it never drops."""
+
+    def __init__(self, capacity: int, stop: threading.Event):
+        self._queue: queue.Queue[Unroll] = queue.Queue(maxsize=capacity)
+        self._stop = stop
+
+    def put(self, unroll: Unroll) -> bool:
+        """Blocks while full; returns False if the run is stopping."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(unroll, timeout=_POLL_SECS)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[Unroll]:
+        """Yields unrolls until the run stops (the learner's tf.data generator)."""
+        while not self._stop.is_set():
+            try:
+                yield self._queue.get(timeout=_POLL_SECS)
+            except queue.Empty:
+                continue
+
+    def qsize(self) -> int:
+        return self._queue.qsize()
+
+
+class ParamServer:
+    """The latest parameter snapshot. Actors ask for it between unrolls; the learner refreshes it lazily, only
+    when some actor has asked since the last refresh, so the host copy costs nothing while nobody needs it."""
+
+    def __init__(self, snapshot_fn: Callable[[], ParamSnapshot]):
+        self._snapshot_fn = snapshot_fn
+        self._snapshot = snapshot_fn()
+        self._wanted = threading.Event()
+
+    def get(self) -> ParamSnapshot:
+        self._wanted.set()
+        return self._snapshot
+
+    def maybe_publish(self) -> None:
+        """Called by the learner after an update."""
+        if self._wanted.is_set():
+            self._wanted.clear()
+            self._snapshot = self._snapshot_fn()
+
+
+class ActorFailures:
+    """Counts actor failures across threads; logs each distinct traceback once."""
+
+    def __init__(self, max_restarts: int):
+        self.max_restarts = max_restarts
+        self.count = 0
+        self.fatal: str | None = None
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def record(self, actor_id: int, error: BaseException) -> bool:
+        """Returns True if the actor may restart."""
+        text = "".join(traceback.format_exception(error))
+        with self._lock:
+            self.count += 1
+            if text not in self._seen:
+                self._seen.add(text)
+                log.error("actor %d failed (failure %d):\n%s", actor_id, self.count, text)
+            else:
+                log.error("actor %d failed again: %s (failure %d)", actor_id, error, self.count)
+            if self.count > self.max_restarts:
+                self.fatal = f"{self.count} actor failures (more than --max_actor_restarts={self.max_restarts}); last: {error!r}"
+                return False
+            return True
+
+
+class ActorThread(threading.Thread):
+    """Runs an actor, pushing its unrolls into the queue; on an error restarts it with fresh environments."""
+
+    def __init__(
+        self,
+        actor_id: int,
+        make_actor: Callable[[int, int], Actor],
+        unroll_queue: UnrollQueue,
+        stop: threading.Event,
+        failures: ActorFailures,
+    ):
+        super().__init__(name=f"actor-{actor_id}", daemon=True)
+        self.actor_id = actor_id
+        self._make_actor = make_actor
+        self._queue = unroll_queue
+        self._stop = stop
+        self._failures = failures
+        self.steps = 0
+        self.restarts = 0
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            actor = None
+            try:
+                actor = self._make_actor(self.actor_id, self.restarts)
+                for unrolls in actor.unrolls():
+                    for unroll in unrolls:
+                        if not self._queue.put(unroll):
+                            return
+                    self.steps += len(unrolls) * actor.unroll_length
+            except BaseException as error:  # noqa: BLE001 - any actor error restarts the actor
+                if self._stop.is_set():
+                    return
+                if not self._failures.record(self.actor_id, error):
+                    self._stop.set()
+                    return
+                self.restarts += 1
+            finally:
+                if actor is not None:
+                    actor.env.close()
+
+
+class LocalRuntime:
+    """Actors as threads of this process. The seam every runtime implements: start, unrolls, after_update,
+    stats, fatal, stop."""
+
+    def __init__(
+        self,
+        spec: agent.RunSpec,
+        snapshot_fn: Callable[[], ParamSnapshot],
+        on_episode: Callable[[EpisodeStats], None],
+        stop: threading.Event,
+        queue_capacity: int,
+        max_restarts: int,
+    ):
+        self._stop = stop
+        self._queue = UnrollQueue(queue_capacity, stop)
+        self._params = ParamServer(snapshot_fn)
+        self._failures = ActorFailures(max_restarts)
+
+        def make_actor(actor_id: int, incarnation: int) -> Actor:
+            return agent.make_actor(spec, actor_id, self._params.get, on_episode, incarnation)
+
+        self._threads = [
+            ActorThread(i, make_actor, self._queue, stop, self._failures) for i in range(spec.num_actors)
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def unrolls(self) -> Iterator[Unroll]:
+        return iter(self._queue)
+
+    def after_update(self) -> None:
+        self._params.maybe_publish()
+
+    @property
+    def fatal(self) -> str | None:
+        return self._failures.fatal
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "actor_steps": sum(t.steps for t in self._threads),
+            "actor_failures": self._failures.count,
+            "queue": self._queue.qsize(),
+        }
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout)

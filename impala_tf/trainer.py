@@ -1,0 +1,399 @@
+"""The trainer: one agent across every task of a suite. Builds envs, network, learner and actors from flags, then
+runs the learner loop over unrolls that a runtime (local threads or Ray) delivers.
+
+    actors ──Unroll──▶ runtime transport ──▶ tf.data (batch, time-major, prefetch) ──▶ Learner.step ──▶ params
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import tensorflow as tf
+from absl import app, flags
+
+import impala_tf
+from impala_tf import agent, checkpoints, config, learner as learner_lib, writers
+from impala_tf.actor import snapshot_of
+from impala_tf.losses import LossConfig
+from impala_tf.unroll import Unroll, unroll_dtypes, unroll_shapes
+
+FLAGS = flags.FLAGS
+log = logging.getLogger("impala_tf")
+
+
+class UserError(Exception):
+    """A problem with what the user asked for: reported as one line, exit code 1, nothing written."""
+
+
+def resolve_suite(name: str, games: list[str]):
+    import suites
+
+    try:
+        suite = suites.get_suite(name)
+        if games:
+            suite = suite.restrict(games)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    return suite
+
+
+def run_spec_from_flags(suite) -> agent.RunSpec:
+    return agent.RunSpec(
+        suite=suite,
+        protocol=FLAGS.protocol,
+        action_set=FLAGS.action_set,
+        seed=FLAGS.seed,
+        network=FLAGS.network,
+        use_lstm=FLAGS.use_lstm,
+        popart=FLAGS.popart,
+        reward_clipping=FLAGS.reward_clipping,
+        unroll_length=FLAGS.unroll_length,
+        num_actors=FLAGS.num_actors,
+        envs_per_actor=FLAGS.envs_per_actor,
+        env_threads=FLAGS.env_threads,
+        xla=FLAGS.xla,
+    )
+
+
+def loss_config_from_flags() -> LossConfig:
+    return LossConfig(
+        discount=FLAGS.discount,
+        baseline_cost=FLAGS.baseline_cost,
+        entropy_cost=FLAGS.entropy_cost,
+        reward_clipping=FLAGS.reward_clipping,
+        correction=FLAGS.correction,
+        clip_rho_threshold=FLAGS.clip_rho_threshold,
+        clip_pg_rho_threshold=FLAGS.clip_pg_rho_threshold,
+    )
+
+
+def optimizer_config_from_flags() -> learner_lib.OptimizerConfig:
+    return learner_lib.OptimizerConfig(
+        learning_rate=FLAGS.learning_rate,
+        decay=FLAGS.rmsprop_decay,
+        momentum=FLAGS.rmsprop_momentum,
+        epsilon=FLAGS.rmsprop_epsilon,
+        max_grad_norm=FLAGS.max_grad_norm,
+    )
+
+
+# Flags that fix the network's variables: a resumed run (or --init_from) must agree on them.
+SHAPE_FLAGS = ("network", "use_lstm", "popart")
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict[str, str]:
+    import ale_py
+
+    return {
+        "impala_tf": impala_tf.__version__,
+        "tensorflow": tf.__version__,
+        "ale_py": ale_py.__version__,
+        "python": sys.version.split()[0],
+    }
+
+
+def check_existing_run(logdir: Path, suite_name: str, games: tuple[str, ...], flag_values: dict) -> None:
+    """A logdir that holds another suite's run, or a network of another shape, is a user error."""
+    path = logdir / "config.json"
+    if not path.exists():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise UserError(f"{path} is unreadable ({error}); use a new --logdir") from None
+    if old.get("suite") != suite_name or tuple(old.get("games", ())) != games:
+        raise UserError(
+            f"--logdir={logdir} holds a run of suite {old.get('suite')!r} ({len(old.get('games', []))} games); "
+            f"this run is {suite_name!r} ({len(games)} games): use another --logdir"
+        )
+    differ = [
+        f"--{k}: checkpoint {old['flags'].get(k)!r}, now {flag_values[k]!r}"
+        for k in SHAPE_FLAGS
+        if k in old.get("flags", {}) and old["flags"][k] != flag_values[k]
+    ]
+    if differ:
+        raise UserError(f"--logdir={logdir} holds an incompatible run: " + "; ".join(differ))
+
+
+def make_dataset(unrolls, shapes: Unroll, dtypes: Unroll, batch_size: int) -> tf.data.Dataset:
+    """tf.data over an iterable of single unrolls: batch B, time-major, prefetched."""
+    signature = Unroll(*(tf.TensorSpec(s, d) for s, d in zip(shapes, dtypes, strict=True)))
+
+    def to_time_major(batch: Unroll) -> Unroll:
+        def swap(x):
+            perm = [1, 0, *range(2, len(x.shape))]
+            return tf.transpose(x, perm)
+
+        fields = batch._asdict()
+        for name in ("observation", "step_type", "reward", "discount", "prev_action", "action", "behaviour_logits"):
+            fields[name] = swap(fields[name])
+        fields["agent_state"] = swap(fields["agent_state"])  # [B, 2, H] -> [2, B, H]
+        return Unroll(**fields)
+
+    dataset = tf.data.Dataset.from_generator(lambda: iter(unrolls), output_signature=signature)
+    return dataset.batch(batch_size, drop_remainder=True).map(to_time_major).prefetch(2)
+
+
+class Trainer:
+    """Owns one run: its directory, learner, checkpoints and writers; `run()` trains until the frame budget."""
+
+    def __init__(self, suite, logdir: str):
+        config.validate()
+        self.suite = suite
+        self.logdir = Path(logdir)
+        self.spec = run_spec_from_flags(suite)
+        self.total_frames = FLAGS.total_frames or suite.default_total_frames
+        self.flag_values = config.flag_values_dict()
+        self.flag_values["total_frames"] = self.total_frames
+        if self.spec.num_actors * self.spec.envs_per_actor < self.spec.num_tasks:
+            raise UserError(
+                f"--num_actors x --envs_per_actor = {self.spec.num_actors * self.spec.envs_per_actor} environments "
+                f"cannot train all {self.spec.num_tasks} tasks of {suite.name}: use at least {self.spec.num_tasks}"
+            )
+        check_existing_run(self.logdir, suite.name, tuple(suite.games), self.flag_values)
+
+        tf.random.set_seed(self.spec.seed)
+        # One probe environment gives the specs; the network and learner follow from them.
+        probe_env = agent.make_env(self.spec, [0], self.spec.seed)
+        self.obs_shape = tuple(probe_env.observation_spec().shape)
+        self.num_actions = probe_env.action_spec().num_values
+        self.frames_per_step = probe_env.frames_per_step
+        network = agent.make_network(self.spec, probe_env)
+        probe_env.close()
+        self.learner = learner_lib.Learner(
+            network,
+            loss_config_from_flags(),
+            optimizer_config_from_flags(),
+            total_frames=self.total_frames,
+            frames_per_step=self.frames_per_step,
+            xla=self.spec.xla,
+        )
+        # Created only now, after every check, so that a rejected command writes nothing.
+        try:
+            self.logdir.mkdir(parents=True, exist_ok=True)
+            probe = self.logdir / ".write_test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as error:
+            raise UserError(f"cannot write to --logdir={self.logdir}: {error.strerror}") from None
+        self.checkpoints = checkpoints.RunCheckpoints(self.logdir / "checkpoints", self.learner)
+
+    def write_config(self) -> None:
+        writers.atomic_write_json(
+            self.logdir / "config.json",
+            {
+                "suite": self.suite.name,
+                "games": list(self.suite.games),
+                "backend": self.suite.backend,
+                "protocol": self.spec.protocol or self.suite.protocol,
+                "flags": self.flag_values,
+                "observation_shape": list(self.obs_shape),
+                "num_actions": self.num_actions,
+                "frames_per_step": self.frames_per_step,
+                "task_proportions": self.spec.task_proportions(),
+                "versions": versions(),
+                "git_commit": git_commit(),
+            },
+        )
+
+    def run(self) -> int:
+        resumed_frames = self.checkpoints.restore_latest()
+        if resumed_frames is None and FLAGS.init_from:
+            checkpoints.init_network_from(FLAGS.init_from, self.learner.network)
+            log.info("initialised the network from %s", FLAGS.init_from)
+        self.write_config()
+        episodes = writers.EpisodeLog(self.logdir / "episodes.csv", resume_frames=resumed_frames or 0)
+        summary_writer = tf.summary.create_file_writer(str(self.logdir / "tensorboard"))
+        frames0 = int(self.learner.num_frames.numpy())
+        if resumed_frames is not None:
+            print(f"resumed from {self.checkpoints.latest_path} at {frames0:,} frames", flush=True)
+        proportions = ", ".join(f"{g} {p:.0%}" for g, p in self.spec.task_proportions().items())
+        print(f"suite {self.suite.name}: {self.spec.num_tasks} tasks ({proportions})", flush=True)
+        print(f"logdir {self.logdir}", flush=True)
+
+        stop = threading.Event()
+        _install_signal_handlers(stop)
+        returns = writers.ReturnTracker(list(self.suite.games))
+        pending: list = []
+        pending_lock = threading.Lock()
+
+        def on_episode(episode):
+            with pending_lock:
+                pending.append(episode)
+
+        runtime = self._make_runtime(stop, on_episode)
+        dataset = make_dataset(
+            runtime.unrolls(),
+            unroll_shapes(self.spec.unroll_length, self.obs_shape, self.num_actions, self.learner.network.state_size),
+            unroll_dtypes(),
+            FLAGS.batch_size,
+        )
+        process = psutil.Process()
+        last_progress = last_checkpoint = start = time.time()
+        last_frames = frames0
+        lag_sum = lag_n = 0.0
+        logs: dict[str, Any] = {}
+        exit_code = 0
+        try:
+            runtime.start()
+            for batch in dataset:
+                updates_before = int(self.learner.num_updates.numpy())
+                lag_sum += updates_before - float(np.mean(batch.policy_version.numpy()))
+                lag_n += 1
+                logs = self.learner.step(batch)
+                runtime.after_update()
+                if int(logs.get("nonfinite_streak", 0)) >= learner_lib.MAX_NONFINITE_STREAK:
+                    print(
+                        f"error: {learner_lib.MAX_NONFINITE_STREAK} consecutive non-finite updates; stopping "
+                        "(the last good checkpoint is intact)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    exit_code = 2
+                    break
+                frames = int(self.learner.num_frames.numpy())
+                with pending_lock:
+                    finished, pending[:] = list(pending), []
+                for episode in finished:
+                    task = self.suite.games[episode.task_id]
+                    episodes.append(task, frames, episode.episode_return, episode.episode_frames)
+                    returns.add(task, episode.episode_return)
+                now = time.time()
+                if now - last_progress >= FLAGS.progress_every_secs or frames >= self.total_frames:
+                    fps = (frames - last_frames) / (now - last_progress)
+                    lag = lag_sum / max(lag_n, 1)
+                    rss_mb = process.memory_info().rss / 2**20
+                    scalars = {k: float(v) for k, v in logs.items() if np.ndim(v) == 0}
+                    self._summaries(summary_writer, frames, fps, lag, rss_mb, scalars, returns.means(), runtime)
+                    shown = {k: scalars[k] for k in ("total_loss", "pg_loss", "baseline_loss", "entropy") if k in scalars}
+                    line = writers.progress_line(
+                        frames,
+                        self.total_frames,
+                        fps,
+                        int(self.learner.num_updates.numpy()),
+                        lag,
+                        returns.means(),
+                        shown,
+                        {"rss": f"{rss_mb:.0f}MB", **runtime.stats()},
+                    )
+                    if writers.is_terminal():
+                        line = writers.progress_bar(frames, self.total_frames) + " " + line
+                    print(line, flush=True)
+                    last_progress, last_frames, lag_sum, lag_n = now, frames, 0.0, 0
+                if now - last_checkpoint >= FLAGS.checkpoint_every_secs:
+                    self.checkpoints.save()
+                    last_checkpoint = now
+                if frames >= self.total_frames or stop.is_set():
+                    break
+        finally:
+            stop.set()
+            runtime.stop()
+            episodes.close()
+            summary_writer.close()
+        if runtime.fatal:
+            print(f"error: {runtime.fatal}", file=sys.stderr, flush=True)
+            exit_code = exit_code or 3
+        if exit_code != 2:
+            self.checkpoints.save()
+        frames = int(self.learner.num_frames.numpy())
+        elapsed = time.time() - start
+        print(
+            f"done: {frames:,} frames, {int(self.learner.num_updates.numpy()):,} updates, "
+            f"{(frames - frames0) / max(elapsed, 1e-9):,.0f} frames/s; checkpoint {self.checkpoints.latest_path}",
+            flush=True,
+        )
+        return exit_code
+
+    def _make_runtime(self, stop: threading.Event, on_episode):
+        learner = self.learner
+
+        def snapshot():
+            return snapshot_of(learner.network, int(learner.num_updates.numpy()))
+
+        capacity = FLAGS.queue_capacity or 2 * FLAGS.batch_size
+        if FLAGS.runtime == "ray":
+            from impala_tf.runtime import ray_runtime
+
+            return ray_runtime.RayRuntime(self.spec, snapshot, on_episode, stop, capacity, FLAGS.max_actor_restarts)
+        from impala_tf.runtime import local
+
+        return local.LocalRuntime(self.spec, snapshot, on_episode, stop, capacity, FLAGS.max_actor_restarts)
+
+    def _summaries(self, writer, frames, fps, lag, rss_mb, scalars, returns, runtime) -> None:
+        with writer.as_default(step=frames):
+            tf.summary.scalar("perf/frames_per_second", fps)
+            tf.summary.scalar("perf/policy_lag", lag)
+            tf.summary.scalar("perf/rss_mb", rss_mb)
+            for k, v in runtime.stats().items():
+                tf.summary.scalar(f"perf/{k}", float(v))
+            for k, v in scalars.items():
+                tf.summary.scalar(f"learner/{k}", v)
+            for task, value in returns.items():
+                tf.summary.scalar(f"return/{task}", value)
+        writer.flush()
+
+
+def _install_signal_handlers(stop: threading.Event) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, frame):
+        if stop.is_set():  # a second Ctrl-C: leave now
+            os._exit(130)
+        print(f"\nsignal {signal.Signals(signum).name}: stopping after this update", file=sys.stderr, flush=True)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main_for_suite(suite_name: str) -> None:
+    """Entry point of a suite binary: `python -m suites.<name>`."""
+    import suites
+
+    if suite_name is not None:  # suites.custom takes --suite=FILE from the command line instead
+        config.set_suite_defaults({"suite": suite_name, **suites.get_suite(suite_name).default_flags})
+
+    def main(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        try:
+            config.validate()
+            if not FLAGS.suite:
+                raise UserError("--suite is required (a suite name or a suite JSON file)")
+            suite = resolve_suite(FLAGS.suite, FLAGS.games)
+            trainer = Trainer(suite, FLAGS.logdir)
+            return trainer.run()
+        except flags.ValidationError as error:
+            raise app.UsageError(str(error)) from None
+        except (UserError, checkpoints.CheckpointError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+
+    app.run(main)

@@ -1,0 +1,157 @@
+"""What a run writes: atomic files, the append-only episodes.csv, progress lines.
+
+Rule for every file: written to a temporary name in the same directory and renamed into place (a reader sees the
+old file or the new one, never half of one), or appended line by line and flushed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import defaultdict, deque
+from pathlib import Path
+from typing import Any
+
+EPISODE_COLUMNS = ("task", "frames", "episode_return", "episode_frames", "wall_time")
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes `text` to `path` through a temporary file and an atomic rename (fsynced)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+class EpisodeLog:
+    """episodes.csv: one row per finished game, appended and flushed, never rewritten in place.
+
+    Resume rule: rows describe games that ended after the frame counter reached `frames`. When a run resumes from
+    a checkpoint taken at F frames, rows with frames > F belong to training that is about to be re-played, so they
+    are dropped (the file is rewritten atomically, once, before appending). A torn last line (a kill mid-write) is
+    dropped too. Hence: no duplicates, no torn rows.
+    """
+
+    def __init__(self, path: str | os.PathLike, resume_frames: int | None = None):
+        self.path = Path(path)
+        if self.path.exists():
+            self._truncate(resume_frames or 0)
+        else:
+            atomic_write_text(self.path, ",".join(EPISODE_COLUMNS) + "\n")
+        self._file = open(self.path, "a", newline="")  # noqa: SIM115 - kept open for appends
+        self._writer = csv.writer(self._file)
+
+    def _truncate(self, max_frames: int) -> None:
+        text = self.path.read_text()
+        lines = text.split("\n")
+        kept = [",".join(EPISODE_COLUMNS)]
+        for line in lines[1:]:
+            if not line:
+                continue
+            parts = line.split(",")
+            if len(parts) != len(EPISODE_COLUMNS):
+                continue  # torn row
+            try:
+                frames = int(parts[1])
+                float(parts[2]), int(parts[3]), float(parts[4])
+            except ValueError:
+                continue
+            if frames <= max_frames:
+                kept.append(line)
+        new_text = "\n".join(kept) + "\n"
+        if new_text != text:
+            atomic_write_text(self.path, new_text)
+
+    def append(self, task: str, frames: int, episode_return: float, episode_frames: int) -> None:
+        self._writer.writerow([task, frames, f"{episode_return:g}", episode_frames, f"{time.time():.3f}"])
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class ReturnTracker:
+    """Recent raw game returns per task, for the progress line."""
+
+    def __init__(self, tasks: list[str], window: int = 20):
+        self.tasks = tasks
+        self._returns: dict[str, deque] = defaultdict(lambda: deque(maxlen=window))
+        self.episodes = 0
+
+    def add(self, task: str, episode_return: float) -> None:
+        self._returns[task].append(episode_return)
+        self.episodes += 1
+
+    def means(self) -> dict[str, float]:
+        return {t: sum(r) / len(r) for t, r in self._returns.items() if r}
+
+
+def progress_line(
+    frames: int,
+    total_frames: int,
+    fps: float,
+    updates: int,
+    policy_lag: float,
+    returns: dict[str, float],
+    losses: dict[str, float],
+    extra: dict[str, Any] | None = None,
+) -> str:
+    eta = (total_frames - frames) / fps if fps > 0 else float("inf")
+    parts = [
+        f"frames {frames:,}/{total_frames:,} ({100 * frames / max(total_frames, 1):.1f}%)",
+        f"{fps:,.0f} f/s",
+        f"updates {updates:,}",
+        f"lag {policy_lag:.1f}",
+        f"eta {_duration(eta)}",
+    ]
+    if losses:
+        parts.append(" ".join(f"{k} {v:.3g}" for k, v in losses.items()))
+    if returns:
+        shown = sorted(returns.items())
+        text = " ".join(f"{k}={v:.1f}" for k, v in shown[:8])
+        if len(shown) > 8:
+            text += f" (+{len(shown) - 8} more)"
+        parts.append("return " + text)
+    for k, v in (extra or {}).items():
+        parts.append(f"{k} {v}")
+    return " | ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
+
+
+def progress_bar(frames: int, total_frames: int, width: int = 30) -> str:
+    done = int(width * min(frames / max(total_frames, 1), 1.0))
+    return "[" + "#" * done + "." * (width - done) + "]"
+
+
+def is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def csv_text(rows: list[list[Any]], header: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
