@@ -32,31 +32,30 @@ from impala_tf.networks import ImpalaNetwork
 from impala_tf.unroll import Unroll
 
 _LAST = 2  # dm_env.StepType.LAST
+# The trainer stops a run after this many consecutive skipped (non-finite) updates.
+MAX_NONFINITE_STREAK = 20
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class OptimizerConfig:
-    learning_rate: float = 6e-4  # at frame 0; reaches 0 at `total_frames`
-    total_frames: int = 200_000_000  # frame budget the learning rate anneals over (emulator frames on Atari)
+    learning_rate: float = 6e-4  # at frame 0; annealed linearly to 0 at the Learner's `total_frames`
     decay: float = 0.99
     momentum: float = 0.0
     epsilon: float = 0.01  # inside the square root, as in TF1
     initial_mean_square: float = 1.0  # TF1 starts the mean square at 1, not 0
-    max_global_norm: float = 40.0
+    max_grad_norm: float = 40.0  # global norm over all gradients
 
     def __post_init__(self):
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
-        if self.total_frames < 1:
-            raise ValueError(f"total_frames must be >= 1, got {self.total_frames}.")
         if not 0 <= self.decay < 1:
             raise ValueError(f"decay must be in [0, 1), got {self.decay}.")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}.")
         if not self.epsilon > 0:
             raise ValueError(f"epsilon must be > 0, got {self.epsilon}.")
-        if not self.max_global_norm > 0:
-            raise ValueError(f"max_global_norm must be > 0, got {self.max_global_norm}.")
+        if not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be > 0, got {self.max_grad_norm}.")
 
 
 def linear_learning_rate(initial: float, num_frames: tf.Tensor, total_frames: int) -> tf.Tensor:

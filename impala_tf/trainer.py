@@ -78,15 +78,19 @@ def loss_config_from_flags() -> LossConfig:
     )
 
 
-def optimizer_config_from_flags() -> learner_lib.OptimizerConfig:
+def optimizer_config_from_flags(total_frames: int) -> learner_lib.OptimizerConfig:
     return learner_lib.OptimizerConfig(
         learning_rate=FLAGS.learning_rate,
+        total_frames=total_frames,
         decay=FLAGS.rmsprop_decay,
         momentum=FLAGS.rmsprop_momentum,
         epsilon=FLAGS.rmsprop_epsilon,
-        max_grad_norm=FLAGS.max_grad_norm,
+        max_global_norm=FLAGS.max_grad_norm,
     )
 
+
+# Consecutive skipped (non-finite) updates after which the run stops instead of spinning.
+MAX_NONFINITE_STREAK = 20
 
 # Flags that fix the network's variables: a resumed run (or --init_from) must agree on them.
 SHAPE_FLAGS = ("network", "use_lstm", "popart")
@@ -188,10 +192,9 @@ class Trainer:
         self.learner = learner_lib.Learner(
             network,
             loss_config_from_flags(),
-            optimizer_config_from_flags(),
-            total_frames=self.total_frames,
+            optimizer_config_from_flags(self.total_frames),
             frames_per_step=self.frames_per_step,
-            xla=self.spec.xla,
+            jit_compile=self.spec.xla,
         )
         # Created only now, after every check, so that a rejected command writes nothing.
         try:
@@ -257,6 +260,7 @@ class Trainer:
         last_progress = last_checkpoint = start = time.time()
         last_frames = frames0
         lag_sum = lag_n = 0.0
+        nonfinite_streak = 0
         logs: dict[str, Any] = {}
         exit_code = 0
         try:
@@ -267,10 +271,11 @@ class Trainer:
                 lag_n += 1
                 logs = self.learner.step(batch)
                 runtime.after_update()
-                if int(logs.get("nonfinite_streak", 0)) >= learner_lib.MAX_NONFINITE_STREAK:
+                nonfinite_streak = nonfinite_streak + 1 if float(logs["nonfinite"]) else 0
+                if nonfinite_streak >= MAX_NONFINITE_STREAK:
                     print(
-                        f"error: {learner_lib.MAX_NONFINITE_STREAK} consecutive non-finite updates; stopping "
-                        "(the last good checkpoint is intact)",
+                        f"error: {nonfinite_streak} consecutive updates with a non-finite loss or gradient were "
+                        "skipped; stopping (the last good checkpoint is intact)",
                         file=sys.stderr,
                         flush=True,
                     )

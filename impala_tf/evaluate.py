@@ -1,0 +1,164 @@
+"""Evaluate a trained agent: `python -m impala_tf.evaluate --logdir=RUN [--episodes=N]`.
+
+Loads the run's newest valid checkpoint and plays N whole games per task under the suite's protocol (Atari/impala:
+1–30 random no-op starts, scores over all lives, 108,000-frame cap). Each of the N environments of a task plays
+exactly one game, so that short games are not over-represented. Writes, atomically, into the run directory:
+  eval_scores.csv    task, episode, score, frames   (one row per game; frames = that game's emulator frames)
+  eval_summary.json  agent, suite, protocol, seed, trained_frames, per-task mean score
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
+from impala_tf import agent, checkpoints, writers
+from impala_tf.actor import ActingPolicy
+from impala_tf.envs.base import StepType
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("logdir", None, "Run directory to evaluate.")
+flags.DEFINE_integer("episodes", None, "Games per task (default: the run's --eval_episodes, else 3).")
+flags.DEFINE_integer("eval_seed", 12345, "Seed of the evaluation environments and action sampling.")
+flags.DEFINE_string("agent", None, "Agent name in eval_summary.json (default: the run directory's name).")
+
+
+class EvalError(Exception):
+    pass
+
+
+def load_run_spec(logdir: Path) -> tuple[dict, agent.RunSpec]:
+    """Rebuilds the run's spec from its config.json."""
+    from impala_tf.trainer import resolve_suite
+
+    path = logdir / "config.json"
+    if not path.exists():
+        raise EvalError(f"{logdir} is not a run directory (no config.json)")
+    try:
+        run_config = json.loads(path.read_text())
+        f = run_config["flags"]
+        suite = resolve_suite(f["suite"], list(run_config["games"]))
+    except (json.JSONDecodeError, KeyError) as error:
+        raise EvalError(f"{path} is malformed ({error})") from None
+    spec = agent.RunSpec(
+        suite=suite,
+        protocol=run_config.get("protocol"),
+        action_set=f.get("action_set"),
+        seed=f.get("seed", 1),
+        network=f["network"],
+        use_lstm=f["use_lstm"],
+        popart=f.get("popart", False),
+        reward_clipping=f["reward_clipping"],
+        unroll_length=f["unroll_length"],
+        num_actors=1,
+        envs_per_actor=1,
+        xla=f.get("xla", True),
+    )
+    return run_config, spec
+
+
+def play_games(spec: agent.RunSpec, policy_step, initial_state, episodes: int, seed: int) -> list[dict]:
+    """Plays `episodes` whole games of every task; `policy_step(timestep, prev_action, task_id, state)` returns
+    (action, logits, state) like ActingPolicy.step. Returns one dict per game."""
+    num_tasks = spec.num_tasks
+    task_ids = [task for task in range(num_tasks) for _ in range(episodes)]
+    env = agent.make_env(spec, task_ids, seed)
+    try:
+        n = env.num_envs
+        task_id = env.task_ids.astype(np.int32)
+        done = np.zeros(n, bool)
+        results: list[dict] = []
+        timestep = env.reset()
+        prev_action = np.zeros(n, np.int32)
+        state = initial_state(n)
+        while not done.all():
+            action, _, state = policy_step(timestep, prev_action, task_id, state)
+            timestep = env.step(action)
+            prev_action = np.where(timestep.step_type == StepType.FIRST, 0, action).astype(np.int32)
+            for episode in env.pop_finished_episodes():
+                if not done[episode.env_index]:
+                    done[episode.env_index] = True
+                    results.append(
+                        {
+                            "task": spec.suite.games[episode.task_id],
+                            "score": float(episode.episode_return),
+                            "frames": int(episode.episode_frames),
+                        }
+                    )
+    finally:
+        env.close()
+    return results
+
+
+def evaluate_run(logdir: Path, episodes: int | None, seed: int, agent_name: str | None) -> dict:
+    run_config, spec = load_run_spec(logdir)
+    episodes = episodes or run_config["flags"].get("eval_episodes", 3)
+    probe = agent.make_env(spec, [0], seed)
+    network = agent.make_network(spec, probe)
+    probe.close()
+    path = checkpoints.latest_valid_checkpoint(logdir / "checkpoints", network)
+    trained_frames = _frames_of_checkpoint(path)
+    policy = ActingPolicy(network, spec.reward_clipping, seed=seed, xla=spec.xla)
+    start = time.time()
+    results = play_games(spec, policy.step, policy.initial_state, episodes, seed)
+    rows, counters = [], {}
+    for result in sorted(results, key=lambda r: spec.suite.games.index(r["task"])):
+        counters[result["task"]] = counters.get(result["task"], 0) + 1
+        rows.append([result["task"], counters[result["task"]], f"{result['score']:g}", result["frames"]])
+    means = {
+        game: float(np.mean([r["score"] for r in results if r["task"] == game])) for game in spec.suite.games
+    }
+    summary = {
+        "agent": agent_name or logdir.resolve().name,
+        "suite": spec.suite.name,
+        "protocol": run_config.get("protocol"),
+        "seed": spec.seed,
+        "trained_frames": trained_frames,
+        "checkpoint": path,
+        "episodes_per_task": episodes,
+        "mean_score": means,
+        "eval_seconds": round(time.time() - start, 1),
+    }
+    writers.atomic_write_text(logdir / "eval_scores.csv", writers.csv_text(rows, ["task", "episode", "score", "frames"]))
+    writers.atomic_write_json(logdir / "eval_summary.json", summary)
+    return summary
+
+
+def _frames_of_checkpoint(path: str) -> int:
+    reader = tf.train.load_checkpoint(path)
+    for key in reader.get_variable_to_shape_map():
+        if key.startswith("learner/num_frames"):
+            return int(reader.get_tensor(key))
+    return 0
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS.logdir:
+        raise app.UsageError("--logdir is required")
+    if FLAGS.episodes is not None and FLAGS.episodes < 1:
+        raise app.UsageError(f"--episodes must be >= 1, got {FLAGS.episodes}")
+    try:
+        summary = evaluate_run(Path(FLAGS.logdir), FLAGS.episodes, FLAGS.eval_seed, FLAGS.agent)
+    except (EvalError, checkpoints.CheckpointError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    width = max(len(g) for g in summary["mean_score"])
+    print(f"evaluated {summary['agent']} at {summary['trained_frames']:,} frames "
+          f"({summary['episodes_per_task']} games per task, {summary['eval_seconds']} s):")
+    for game, score in summary["mean_score"].items():
+        print(f"  {game:<{width}}  {score:10.1f}")
+    print(f"wrote {Path(FLAGS.logdir) / 'eval_scores.csv'} and eval_summary.json")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
