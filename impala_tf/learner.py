@@ -96,9 +96,10 @@ class Learner(tf.Module):
     """Owns the network, the RMSProp slots and the counters; checkpoint it whole with tf.train.Checkpoint.
 
     Counters (tf.Variables, so a checkpoint restores them and the learning-rate schedule resumes):
-      num_updates    int64  applied updates (the parameters' version that actors report as policy_version)
-      num_frames     int64  frames consumed: T · B · frames_per_step per step, applied or not
-      num_nonfinite  int64  steps skipped because the loss or the gradient norm was not finite
+      num_updates        int64  applied updates (the parameters' version, actors' policy_version)
+      num_frames         int64  frames consumed: T · B · frames_per_step per step, applied or not
+      num_nonfinite      int64  steps skipped because the loss or the gradient norm was not finite
+      nonfinite_streak   int64  consecutive skipped steps up to now (0 after an applied update)
     """
 
     def __init__(
@@ -106,11 +107,23 @@ class Learner(tf.Module):
         network: ImpalaNetwork,
         loss_config: LossConfig,
         optimizer_config: OptimizerConfig,
+        total_frames: int,
         frames_per_step: int = 1,
-        jit_compile: bool = True,
+        xla: bool = True,
         name: str = "learner",
     ):
+        """
+        Args:
+          network: built by `networks.make_network` (its variables exist).
+          loss_config: the IMPALA loss.
+          optimizer_config: RMSProp, learning rate and gradient clipping.
+          total_frames: frame budget over which the learning rate anneals linearly to 0.
+          frames_per_step: frames per agent step counted by `num_frames` (4 on Atari: the action repeat).
+          xla: compile the step with `tf.function(jit_compile=True)`.
+        """
         super().__init__(name=name)
+        if total_frames < 1:
+            raise ValueError(f"total_frames must be >= 1, got {total_frames}.")
         if frames_per_step < 1:
             raise ValueError(f"frames_per_step must be >= 1, got {frames_per_step}.")
         if not network.trainable_variables:
@@ -118,31 +131,32 @@ class Learner(tf.Module):
         self.network = network
         self.loss_config = loss_config
         self.optimizer_config = optimizer_config
+        self.total_frames = total_frames
         self.frames_per_step = frames_per_step
         self.num_updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="num_updates")
         self.num_frames = tf.Variable(0, dtype=tf.int64, trainable=False, name="num_frames")
         self.num_nonfinite = tf.Variable(0, dtype=tf.int64, trainable=False, name="num_nonfinite")
-        self._variables = list(network.trainable_variables)
+        self.nonfinite_streak = tf.Variable(0, dtype=tf.int64, trainable=False, name="nonfinite_streak")
+        self._trainable = list(network.trainable_variables)
         self.mean_square = [
             tf.Variable(
                 tf.fill(v.shape, tf.constant(optimizer_config.initial_mean_square, v.dtype)),
                 trainable=False,
                 name="mean_square",
             )
-            for v in self._variables
+            for v in self._trainable
         ]
         if optimizer_config.momentum > 0:
             self.momentum_buffer = [
-                tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name="momentum") for v in self._variables
+                tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name="momentum") for v in self._trainable
             ]
         else:
-            self.momentum_buffer = [None] * len(self._variables)
-        self._compiled_step = tf.function(self._step, jit_compile=jit_compile)
+            self.momentum_buffer = [None] * len(self._trainable)
+        self._compiled_step = tf.function(self._step, jit_compile=xla)
 
     def learning_rate(self) -> tf.Tensor:
         """The learning rate the next update will use: float32 []."""
-        config = self.optimizer_config
-        return linear_learning_rate(config.learning_rate, self.num_frames, config.total_frames)
+        return linear_learning_rate(self.optimizer_config.learning_rate, self.num_frames, self.total_frames)
 
     def step(self, batch: Unroll) -> dict[str, tf.Tensor]:
         """One update on a time-major batch; returns scalar logs (loss terms, grad_norm, learning_rate, ...).
@@ -157,8 +171,8 @@ class Learner(tf.Module):
         outputs, _ = self.network.unroll(
             batch.observation, batch.prev_action, prev_reward, batch.step_type, batch.task_id, batch.agent_state
         )
-        # Transition t is x_t -> x_{t+1}: it is rewarded and discounted on arrival at t+1 and does not exist when
-        # t ended an episode (the next step is the FIRST of a new one).
+        # Transition t is x_t -> x_{t+1}: rewarded and discounted on arrival at t+1; it does not exist when t ended
+        # an episode (step t+1 is then the FIRST step of the next one).
         return impala_loss(
             target_logits=outputs.policy_logits[:-1],
             baseline=outputs.baseline[:-1],
@@ -175,13 +189,13 @@ class Learner(tf.Module):
         config = self.optimizer_config
         with tf.GradientTape() as tape:
             total_loss, loss_logs = self._loss(batch)
-        gradients = tape.gradient(total_loss, self._variables)
-        clipped_gradients, grad_norm = tf.clip_by_global_norm(gradients, config.max_global_norm)
+        gradients = tape.gradient(total_loss, self._trainable)
+        clipped_gradients, grad_norm = tf.clip_by_global_norm(gradients, config.max_grad_norm)
         finite = tf.logical_and(tf.math.is_finite(total_loss), tf.math.is_finite(grad_norm))
         learning_rate = self.learning_rate()
 
         def apply() -> tf.Tensor:
-            for i, (variable, gradient) in enumerate(zip(self._variables, clipped_gradients, strict=True)):
+            for i, (variable, gradient) in enumerate(zip(self._trainable, clipped_gradients, strict=True)):
                 delta, mean_square, momentum_buffer = rmsprop_update(
                     gradient,
                     self.mean_square[i],
@@ -196,10 +210,12 @@ class Learner(tf.Module):
                     self.momentum_buffer[i].assign(momentum_buffer)
                 variable.assign_add(delta)
             self.num_updates.assign_add(1)
+            self.nonfinite_streak.assign(0)
             return tf.constant(0.0)
 
         def skip() -> tf.Tensor:
             self.num_nonfinite.assign_add(1)
+            self.nonfinite_streak.assign_add(1)
             return tf.constant(1.0)
 
         nonfinite = tf.cond(finite, apply, skip)
@@ -207,5 +223,10 @@ class Learner(tf.Module):
         self.num_frames.assign_add(tf.cast(num_steps * batch_size * self.frames_per_step, tf.int64))
 
         logs = {name: value for name, value in loss_logs.items() if value.shape.rank == 0}
-        logs.update(grad_norm=grad_norm, learning_rate=learning_rate, nonfinite=nonfinite)
+        logs.update(
+            grad_norm=grad_norm,
+            learning_rate=learning_rate,
+            nonfinite=nonfinite,
+            nonfinite_streak=tf.cast(self.nonfinite_streak.read_value(), tf.float32),
+        )
         return logs

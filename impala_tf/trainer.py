@@ -342,9 +342,18 @@ class Trainer:
 
         capacity = FLAGS.queue_capacity or 2 * FLAGS.batch_size
         if FLAGS.runtime == "ray":
-            from impala_tf.runtime import ray_runtime
+            from impala_tf.runtime import ray as ray_runtime
 
-            return ray_runtime.RayRuntime(self.spec, snapshot, on_episode, stop, capacity, FLAGS.max_actor_restarts)
+            return ray_runtime.RayRuntime(
+                self.spec,
+                snapshot,
+                on_episode,
+                stop,
+                capacity,
+                FLAGS.max_actor_restarts,
+                address=FLAGS.ray_address,
+                actor_cpus=FLAGS.actor_cpus,
+            )
         from impala_tf.runtime import local
 
         return local.LocalRuntime(self.spec, snapshot, on_episode, stop, capacity, FLAGS.max_actor_restarts)
