@@ -60,8 +60,8 @@ class OptimizerConfig:
 
 def linear_learning_rate(initial: float, num_frames: tf.Tensor, total_frames: int) -> tf.Tensor:
     """initial · max(0, 1 − num_frames / total_frames): float32 []."""
-    progress = tf.cast(num_frames, tf.float64) / float(total_frames)
-    return tf.cast(initial * tf.maximum(0.0, 1.0 - progress), tf.float32)
+    progress = tf.cast(num_frames, tf.float32) / float(total_frames)
+    return initial * tf.maximum(0.0, 1.0 - progress)
 
 
 def rmsprop_update(

@@ -205,6 +205,7 @@ class Trainer:
         except OSError as error:
             raise UserError(f"cannot write to --logdir={self.logdir}: {error.strerror}") from None
         self.checkpoints = checkpoints.RunCheckpoints(self.logdir / "checkpoints", self.learner)
+        self.stop = threading.Event()  # set by signals, a fatal actor error, or whoever embeds the trainer
 
     def write_config(self) -> None:
         writers.atomic_write_json(
@@ -239,7 +240,7 @@ class Trainer:
         print(f"suite {self.suite.name}: {self.spec.num_tasks} tasks ({proportions})", flush=True)
         print(f"logdir {self.logdir}", flush=True)
 
-        stop = threading.Event()
+        stop = self.stop
         _install_signal_handlers(stop)
         returns = writers.ReturnTracker(list(self.suite.games))
         pending: list = []

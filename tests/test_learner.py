@@ -107,7 +107,8 @@ def test_loss_goes_down_over_a_few_steps_on_a_fixed_batch():
     learner = make_learner(xla=True, optimizer_config=OptimizerConfig(learning_rate=3e-3))
     batch = synthetic_batch()
     losses = [float(learner.step(batch)["total_loss"]) for _ in range(8)]
-    assert losses[-1] < losses[0] - 0.05 * abs(losses[0]), losses
+    assert all(later < earlier for earlier, later in zip(losses, losses[1:])), losses
+    assert losses[-1] < losses[0] - 0.02 * abs(losses[0]), losses
     assert int(learner.num_updates.numpy()) == 8
 
 

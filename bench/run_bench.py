@@ -1,0 +1,260 @@
+"""`make bench`: throughput and memory of every stage of the loop, measured in one run on this machine.
+
+  env        Atari frames/s: raw ale-py AtariVectorEnv, and through impala_tf's batched interface
+  inference  frames/s of the actors' batched policy step (B environments), per network
+  learner    frames/s of the jit-compiled learner step at T=20, B=32, per network, with and without XLA
+  loop       frames/s of the whole trainer (real actors, real learner, suite atari5) after warm-up
+  limit      1 / (1/env + 1/inference + 1/learner): a perfectly overlapped loop on one shared machine
+  efficiency loop / limit
+
+Frames are emulator frames (agent steps x 4). The last line printed is one JSON object; it is also saved under
+bench/results/ with the date, the machine and the git commit. `--quick` is a smoke test (tiny sizes, minutes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from impala_tf import envs, learner as learner_lib, networks, trainer  # noqa: E402
+from impala_tf.actor import ActingPolicy  # noqa: E402
+from impala_tf.envs.base import BatchedTimeStep  # noqa: E402
+from impala_tf.losses import LossConfig  # noqa: E402
+from impala_tf.unroll import Unroll  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_bool("quick", False, "Smoke test: tiny sizes and short windows (asserts only that it runs).")
+flags.DEFINE_string("results_dir", "bench/results", "Where the JSON result is saved.")
+flags.DEFINE_float("loop_secs", 90.0, "Measured window of each full-loop run (after warm-up).")
+flags.DEFINE_string("loop_suite", "atari5", "Suite of the full-loop runs.")
+
+OBS_SHAPE = (84, 84, 4)
+NUM_ACTIONS = 18
+FRAMES_PER_STEP = 4
+NETWORKS = {  # name -> (torso, use_lstm)
+    "shallow": ("shallow", False),
+    "deep": ("deep", False),
+    "deep_lstm": ("deep", True),
+}
+
+
+def device_description() -> str:
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return f"GPU: {details.get('device_name', gpus[0].name)} x{len(gpus)}, {os.cpu_count()} CPU cores"
+    model = platform.processor() or "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU: {model}, {os.cpu_count()} cores"
+
+
+def _network(name: str) -> networks.ImpalaNetwork:
+    torso, use_lstm = NETWORKS[name]
+    config_ = networks.NetworkConfig(torso=torso, use_lstm=use_lstm, num_actions=NUM_ACTIONS)
+    return networks.make_network(config_, OBS_SHAPE)
+
+
+def _timed(fn, min_calls: int, min_secs: float) -> float:
+    """Seconds per call of fn(), after one warm-up call, over at least min_calls calls and min_secs seconds."""
+    fn()
+    calls, start = 0, time.perf_counter()
+    while calls < min_calls or time.perf_counter() - start < min_secs:
+        fn()
+        calls += 1
+    return (time.perf_counter() - start) / calls
+
+
+def bench_inference(name: str, num_envs: int, xla: bool, secs: float) -> float:
+    policy = ActingPolicy(_network(name), "abs_one", seed=0, xla=xla)
+    rng = np.random.default_rng(0)
+    timestep = BatchedTimeStep(
+        step_type=np.ones(num_envs, np.uint8),
+        reward=np.zeros(num_envs, np.float32),
+        discount=np.ones(num_envs, np.float32),
+        observation=rng.integers(0, 255, (num_envs, *OBS_SHAPE), dtype=np.uint8),
+    )
+    prev_action = np.zeros(num_envs, np.int32)
+    task_id = np.zeros(num_envs, np.int32)
+    state = policy.initial_state(num_envs)
+    seconds = _timed(lambda: policy.step(timestep, prev_action, task_id, state), 5, secs)
+    return num_envs * FRAMES_PER_STEP / seconds
+
+
+def synthetic_batch(unroll_length: int, batch_size: int, state_size: int, seed: int = 0) -> Unroll:
+    rng = np.random.default_rng(seed)
+    t1, b = unroll_length + 1, batch_size
+    step_type = np.ones((t1, b), np.uint8)
+    step_type[0] = 0
+    return Unroll(
+        observation=tf.constant(rng.integers(0, 255, (t1, b, *OBS_SHAPE), dtype=np.uint8)),
+        step_type=tf.constant(step_type),
+        reward=tf.constant(rng.choice([0.0, 1.0], (t1, b)).astype(np.float32)),
+        discount=tf.constant(np.ones((t1, b), np.float32)),
+        prev_action=tf.constant(rng.integers(0, NUM_ACTIONS, (t1, b), dtype=np.int32)),
+        action=tf.constant(rng.integers(0, NUM_ACTIONS, (t1, b), dtype=np.int32)),
+        behaviour_logits=tf.constant(rng.normal(size=(t1, b, NUM_ACTIONS)).astype(np.float32)),
+        task_id=tf.constant(np.zeros(b, np.int32)),
+        agent_state=tf.constant(np.zeros((2, b, state_size), np.float32)),
+        policy_version=tf.constant(np.zeros(b, np.int64)),
+    )
+
+
+def bench_learner(name: str, unroll_length: int, batch_size: int, xla: bool, calls: int) -> float:
+    network = _network(name)
+    learner = learner_lib.Learner(
+        network,
+        LossConfig(),
+        learner_lib.OptimizerConfig(total_frames=10**12),
+        frames_per_step=FRAMES_PER_STEP,
+        jit_compile=xla,
+    )
+    batch = synthetic_batch(unroll_length, batch_size, network.state_size)
+
+    def step():
+        # .numpy() waits for the step to finish: without it only the dispatch would be timed.
+        learner.step(batch)["total_loss"].numpy()
+
+    seconds = _timed(step, calls, 0.0)
+    return unroll_length * batch_size * FRAMES_PER_STEP / seconds
+
+
+def bench_loop(network: str, warmup_secs: float, window_secs: float, overrides: dict) -> dict:
+    """The whole trainer in this process; frames/s of the learner's frame counter over the window."""
+    with tempfile.TemporaryDirectory() as logdir:
+        values = {
+            "suite": FLAGS.loop_suite,
+            "logdir": logdir,
+            "network": network,
+            "use_lstm": False,
+            "total_frames": 10**12,
+            "checkpoint_every_secs": 10**6,
+            "progress_every_secs": 10**6,
+            **overrides,
+        }
+        for key, value in values.items():
+            setattr(FLAGS, key, value)
+        suite = trainer.resolve_suite(FLAGS.suite, [])
+        run = trainer.Trainer(suite, logdir)
+        thread = threading.Thread(target=run.run, daemon=True)
+        thread.start()
+        deadline = time.time() + warmup_secs + 600
+        while run.learner.num_updates.numpy() < 2 and time.time() < deadline:  # compiled and flowing
+            time.sleep(0.5)
+        time.sleep(warmup_secs)
+        frames0, t0 = int(run.learner.num_frames.numpy()), time.perf_counter()
+        time.sleep(window_secs)
+        frames1, t1 = int(run.learner.num_frames.numpy()), time.perf_counter()
+        run.stop.set()
+        thread.join(120)
+    return {"fps": (frames1 - frames0) / (t1 - t0), "updates_in_window": (frames1 - frames0) // max(
+        values.get("unroll_length", 20) * values.get("batch_size", 32) * FRAMES_PER_STEP, 1)}
+
+
+def limit(env: float, inference: float, learn: float) -> float:
+    return 1.0 / (1.0 / env + 1.0 / inference + 1.0 / learn)
+
+
+def git_commit() -> str:
+    return trainer.git_commit() or "unknown"
+
+
+def main(argv):
+    del argv
+    quick = FLAGS.quick
+    results: dict = {"device": device_description(), "quick": quick}
+    rows: list[tuple[str, str]] = []
+
+    def record(key: str, value: float, label: str) -> None:
+        results[key] = round(float(value), 3)
+        rows.append((label, f"{value:,.1f}"))
+        print(f"  {label:<58} {value:>12,.1f}", flush=True)
+
+    unroll_length, batch_size = (5, 4) if quick else (20, 32)
+    print(f"impala-tf bench on {results['device']} (commit {git_commit()[:10]})", flush=True)
+
+    # Environment: raw vector env vs the batched interface, in the loop's configuration.
+    env = envs.measure_env_fps(
+        games=("pong",) if quick else ("pong",),
+        num_envs=8,
+        seconds=2.0 if quick else 10.0,
+    )
+    record("env_fps_raw", env["raw_fps"], "env: raw AtariVectorEnv, 8 pong envs (frames/s)")
+    record("env_fps", env["interface_fps"], "env: impala_tf batched interface, same envs (frames/s)")
+    record("env_interface_ratio", env["interface_fps"] / env["raw_fps"], "env: interface / raw")
+
+    infer_envs = 32
+    for name in NETWORKS:
+        xla_options = (True,) if quick else (True, False)
+        for xla in xla_options:
+            suffix = "" if xla else "_noxla"
+            fps = bench_inference(name, infer_envs, xla, 1.0 if quick else 8.0)
+            record(f"infer_fps_{name}{suffix}", fps, f"inference {name}, B={infer_envs}, xla={xla} (frames/s)")
+    for name in NETWORKS:
+        xla_options = (True,) if quick else ((True, False) if name != "deep_lstm" else (True,))
+        for xla in xla_options:
+            suffix = "" if xla else "_noxla"
+            calls = 1 if quick else (3 if name.startswith("deep") else 10)
+            fps = bench_learner(name, unroll_length, batch_size, xla, calls)
+            record(
+                f"learn_fps_{name}{suffix}",
+                fps,
+                f"learner {name}, T={unroll_length} B={batch_size}, xla={xla} (frames/s)",
+            )
+
+    loop_overrides = {"num_actors": 2, "envs_per_actor": 10}
+    if quick:
+        loop_overrides.update(unroll_length=unroll_length, batch_size=batch_size)
+    for name in ("shallow", "deep"):
+        loop = bench_loop(
+            name,
+            warmup_secs=2.0 if quick else 15.0,
+            window_secs=5.0 if quick else FLAGS.loop_secs,
+            overrides=loop_overrides,
+        )
+        record(f"loop_fps_{name}", loop["fps"], f"full loop {name}, {FLAGS.loop_suite} (frames/s)")
+        lim = limit(results["env_fps"], results[f"infer_fps_{name}"], results[f"learn_fps_{name}"])
+        record(f"limit_fps_{name}", lim, f"limit {name} = 1/(1/env + 1/inference + 1/learner)")
+        record(f"efficiency_{name}", loop["fps"] / lim, f"efficiency {name} = loop / limit")
+
+    results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    print(f"  {'peak RSS (MB)':<58} {results['peak_rss_mb']:>12,.1f}")
+    results.update(
+        date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        machine=f"{platform.node()} {platform.machine()} {os.cpu_count()} cores",
+        commit=git_commit(),
+        tensorflow=tf.__version__,
+    )
+    out_dir = Path(FLAGS.results_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    name = f"{stamp}_{'quick_' if quick else ''}{'gpu' if 'GPU' in results['device'] else 'cpu'}.json"
+    from impala_tf.writers import atomic_write_json
+
+    atomic_write_json(out_dir / name, results)
+    print(json.dumps(results, sort_keys=True))
+    sys.stdout.flush()
+    os._exit(0)  # actor threads and tf.data generators of the loop runs are daemonic; do not wait for them
+
+
+if __name__ == "__main__":
+    app.run(main)
