@@ -6,19 +6,22 @@ One `Learner.step(batch)` is one update (Espeholt et al. 2018, Section 5 and App
   2. build the T transitions t -> t+1 and the IMPALA loss (`impala_tf.losses.impala_loss`);
   3. clip the gradients to a global norm of 40;
   4. RMSProp with the learning rate annealed linearly from 6e-4 to 0 over the frame budget;
-  5. count the update and the frames it consumed.
+  5. with PopArt (a network with one value head per task), move each task's value statistics towards the
+     V-trace targets and rescale the value head so that its unnormalised outputs are preserved (Hessel et al.
+     2019);
+  6. count the update and the frames it consumed.
 
-A step whose loss or gradient norm is not finite changes no weight and no optimiser slot; it is counted in
-`num_nonfinite` and reported as `nonfinite = 1` in the logs.
+A step whose loss or gradient norm is not finite changes no weight, optimiser slot or PopArt statistic; it is
+counted in `num_nonfinite` and reported as `nonfinite = 1` in the logs.
 
-The optimiser is written out on tf.Variables (`rmsprop_update`) to match TF1's `tf.train.RMSPropOptimizer`, which
-the paper's released code used: the mean square starts at 1 and ε sits INSIDE the square root,
+The optimiser is written out on tf.Variables (`rmsprop_update`) to match TF1's `tf.train.RMSPropOptimizer`,
+which the paper's released code used: the mean square starts at 1 and ε sits INSIDE the square root,
 
     ms  <- decay · ms + (1 − decay) · g²
     mom <- momentum · mom + lr · g / sqrt(ms + ε)
     w   <- w − mom
 
-so ε = 0.01 bounds the step size at lr / 0.1 per unit gradient (Keras' RMSprop adds ε outside the root instead).
+so ε = 0.01 caps a step at 10 · lr · |g| (Keras' RMSprop adds ε outside the root and starts ms at 0).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import dataclasses
 
 import tensorflow as tf
 
+from impala_tf import popart
 from impala_tf.losses import LossConfig, clip_rewards, impala_loss
 from impala_tf.networks import ImpalaNetwork
 from impala_tf.unroll import Unroll
@@ -93,13 +97,17 @@ def rmsprop_update(
 
 
 class Learner(tf.Module):
-    """Owns the network, the RMSProp slots and the counters; checkpoint it whole with tf.train.Checkpoint.
+    """Owns the network, the RMSProp slots, the PopArt statistics and the counters.
 
-    Counters (tf.Variables, so a checkpoint restores them and the learning-rate schedule resumes):
+    Checkpoint it whole with tf.train.Checkpoint. Counters are tf.Variables, so a checkpoint restores them and
+    the learning-rate schedule resumes where it stopped:
       num_updates        int64  applied updates (the parameters' version, actors' policy_version)
       num_frames         int64  frames consumed: T · B · frames_per_step per step, applied or not
       num_nonfinite      int64  steps skipped because the loss or the gradient norm was not finite
       nonfinite_streak   int64  consecutive skipped steps up to now (0 after an applied update)
+
+    PopArt is on exactly when the network has more than one value head (one per task): `popart_mu` and
+    `popart_nu` are then float32 [num_tasks] variables, and None otherwise.
     """
 
     def __init__(
@@ -137,6 +145,7 @@ class Learner(tf.Module):
         self.num_frames = tf.Variable(0, dtype=tf.int64, trainable=False, name="num_frames")
         self.num_nonfinite = tf.Variable(0, dtype=tf.int64, trainable=False, name="num_nonfinite")
         self.nonfinite_streak = tf.Variable(0, dtype=tf.int64, trainable=False, name="nonfinite_streak")
+
         self._trainable = list(network.trainable_variables)
         self.mean_square = [
             tf.Variable(
@@ -148,11 +157,23 @@ class Learner(tf.Module):
         ]
         if optimizer_config.momentum > 0:
             self.momentum_buffer = [
-                tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name="momentum") for v in self._trainable
+                tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name="momentum")
+                for v in self._trainable
             ]
         else:
             self.momentum_buffer = [None] * len(self._trainable)
+
+        self.popart_mu = self.popart_nu = None
+        if network.config.num_value_heads > 1:
+            mu, nu = popart.initial_statistics(network.config.num_value_heads)
+            self.popart_mu = tf.Variable(mu, trainable=False, name="popart_mu")
+            self.popart_nu = tf.Variable(nu, trainable=False, name="popart_nu")
+
         self._compiled_step = tf.function(self._step, jit_compile=xla)
+
+    @property
+    def uses_popart(self) -> bool:
+        return self.popart_mu is not None
 
     def learning_rate(self) -> tf.Tensor:
         """The learning rate the next update will use: float32 []."""
@@ -166,13 +187,21 @@ class Learner(tf.Module):
         """
         return self._compiled_step(batch)
 
-    def _loss(self, batch: Unroll) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    def _loss(self, batch: Unroll, mask: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         prev_reward = clip_rewards(batch.reward, self.loss_config.reward_clipping)
         outputs, _ = self.network.unroll(
-            batch.observation, batch.prev_action, prev_reward, batch.step_type, batch.task_id, batch.agent_state
+            batch.observation,
+            batch.prev_action,
+            prev_reward,
+            batch.step_type,
+            batch.task_id,
+            batch.agent_state,
         )
-        # Transition t is x_t -> x_{t+1}: rewarded and discounted on arrival at t+1; it does not exist when t ended
-        # an episode (step t+1 is then the FIRST step of the next one).
+        popart_mu = popart_sigma = None
+        if self.uses_popart:
+            popart_mu = tf.gather(self.popart_mu, batch.task_id)
+            popart_sigma = tf.gather(popart.sigma_from_moments(self.popart_mu, self.popart_nu), batch.task_id)
+        # Transition t is x_t -> x_{t+1}: rewarded and discounted on arrival at t+1.
         return impala_loss(
             target_logits=outputs.policy_logits[:-1],
             baseline=outputs.baseline[:-1],
@@ -181,34 +210,60 @@ class Learner(tf.Module):
             actions=batch.action[:-1],
             rewards=batch.reward[1:],
             env_discounts=batch.discount[1:],
-            mask=tf.cast(tf.not_equal(batch.step_type[:-1], _LAST), tf.float32),
+            mask=mask,
             config=self.loss_config,
+            popart_mu=popart_mu,
+            popart_sigma=popart_sigma,
         )
 
-    def _step(self, batch: Unroll) -> dict[str, tf.Tensor]:
+    def _apply_gradients(self, gradients: list[tf.Tensor], learning_rate: tf.Tensor) -> None:
         config = self.optimizer_config
+        for i, (variable, gradient) in enumerate(zip(self._trainable, gradients, strict=True)):
+            delta, mean_square, momentum_buffer = rmsprop_update(
+                gradient,
+                self.mean_square[i],
+                self.momentum_buffer[i],
+                learning_rate,
+                config.decay,
+                config.momentum,
+                config.epsilon,
+            )
+            self.mean_square[i].assign(mean_square)
+            if momentum_buffer is not None:
+                self.momentum_buffer[i].assign(momentum_buffer)
+            variable.assign_add(delta)
+
+    def _update_popart(self, vs: tf.Tensor, task_id: tf.Tensor, mask: tf.Tensor) -> None:
+        """Moves the statistics towards this batch's targets vs [T, B], then preserves the value outputs."""
+        mu_old, nu_old = self.popart_mu.read_value(), self.popart_nu.read_value()
+        mu_new, nu_new = popart.update_statistics(mu_old, nu_old, vs, task_id, mask)
+        kernel, bias = popart.preserve_outputs(
+            self.network.value_kernel,
+            self.network.value_bias,
+            mu_old,
+            popart.sigma_from_moments(mu_old, nu_old),
+            mu_new,
+            popart.sigma_from_moments(mu_new, nu_new),
+        )
+        self.network.value_kernel.assign(kernel)
+        self.network.value_bias.assign(bias)
+        self.popart_mu.assign(mu_new)
+        self.popart_nu.assign(nu_new)
+
+    def _step(self, batch: Unroll) -> dict[str, tf.Tensor]:
+        # Transition t does not exist when step t ended an episode: step t+1 is the FIRST of the next one.
+        mask = tf.cast(tf.not_equal(batch.step_type[:-1], _LAST), tf.float32)
         with tf.GradientTape() as tape:
-            total_loss, loss_logs = self._loss(batch)
+            total_loss, loss_logs = self._loss(batch, mask)
         gradients = tape.gradient(total_loss, self._trainable)
-        clipped_gradients, grad_norm = tf.clip_by_global_norm(gradients, config.max_grad_norm)
+        clipped_gradients, grad_norm = tf.clip_by_global_norm(gradients, self.optimizer_config.max_grad_norm)
         finite = tf.logical_and(tf.math.is_finite(total_loss), tf.math.is_finite(grad_norm))
         learning_rate = self.learning_rate()
 
         def apply() -> tf.Tensor:
-            for i, (variable, gradient) in enumerate(zip(self._trainable, clipped_gradients, strict=True)):
-                delta, mean_square, momentum_buffer = rmsprop_update(
-                    gradient,
-                    self.mean_square[i],
-                    self.momentum_buffer[i],
-                    learning_rate,
-                    config.decay,
-                    config.momentum,
-                    config.epsilon,
-                )
-                self.mean_square[i].assign(mean_square)
-                if momentum_buffer is not None:
-                    self.momentum_buffer[i].assign(momentum_buffer)
-                variable.assign_add(delta)
+            self._apply_gradients(clipped_gradients, learning_rate)
+            if self.uses_popart:
+                self._update_popart(loss_logs["vs"], batch.task_id, mask)
             self.num_updates.assign_add(1)
             self.nonfinite_streak.assign(0)
             return tf.constant(0.0)
@@ -224,9 +279,14 @@ class Learner(tf.Module):
 
         logs = {name: value for name, value in loss_logs.items() if value.shape.rank == 0}
         logs.update(
+            total_loss=total_loss,
             grad_norm=grad_norm,
             learning_rate=learning_rate,
             nonfinite=nonfinite,
             nonfinite_streak=tf.cast(self.nonfinite_streak.read_value(), tf.float32),
         )
+        if self.uses_popart:
+            logs["popart_mean_sigma"] = tf.reduce_mean(
+                popart.sigma_from_moments(self.popart_mu, self.popart_nu)
+            )
         return logs

@@ -5,8 +5,8 @@ Two torsos, an optional LSTM core and two heads:
   shallow torso   conv 8x8/4 x16 -> ReLU -> conv 4x4/2 x32 -> ReLU -> FC 256 -> ReLU
   deep torso      3 sections (16, 32, 32 channels), each: conv 3x3/1 -> max-pool 3x3/2 -> 2 residual blocks
                   (ReLU, conv 3x3, ReLU, conv 3x3, + skip); then ReLU -> FC 256 -> ReLU
-  LSTM core       input = torso output ++ one-hot(previous action) ++ clipped previous reward; the state is reset
-                  to zeros wherever step_type == FIRST, also in the middle of an unroll
+  LSTM core       input = torso output ++ one-hot(previous action) ++ clipped previous reward; the state is
+                  reset to zeros wherever step_type == FIRST, also in the middle of an unroll
   heads           policy logits [A] (illegal actions of the task masked to -1e9) and a baseline with
                   `num_value_heads` outputs (one per task under PopArt; the unroll's own task is gathered)
 
@@ -128,7 +128,8 @@ class ImpalaNetwork(keras.layers.Layer):
             mask = np.asarray(legal_action_mask, dtype=bool)
             if mask.ndim != 2 or mask.shape[1] != config.num_actions:
                 raise ValueError(
-                    f"legal_action_mask must be bool [num_tasks, {config.num_actions}], got shape {mask.shape}."
+                    f"legal_action_mask must be bool [num_tasks, {config.num_actions}], "
+                    f"got shape {mask.shape}."
                 )
             if not mask.any(axis=1).all():
                 raise ValueError("legal_action_mask has a task with no legal action.")
@@ -141,7 +142,7 @@ class ImpalaNetwork(keras.layers.Layer):
 
     @property
     def value_kernel(self) -> keras.Variable:
-        """float32 [core_output_size, num_value_heads]: the baseline head's final kernel (PopArt rescales it)."""
+        """float32 [core_output_size, num_value_heads]: the value head's final kernel (PopArt rescales it)."""
         return self.value_head.kernel
 
     @property
@@ -177,7 +178,12 @@ class ImpalaNetwork(keras.layers.Layer):
         """
         add_time = lambda x: tf.expand_dims(x, 0)
         output, new_state = self.unroll(
-            add_time(observation), add_time(prev_action), add_time(prev_reward), add_time(step_type), task_id, state
+            add_time(observation),
+            add_time(prev_action),
+            add_time(prev_reward),
+            add_time(step_type),
+            task_id,
+            state,
         )
         return AgentOutput(output.policy_logits[0], output.baseline[0]), new_state
 
@@ -212,7 +218,9 @@ class ImpalaNetwork(keras.layers.Layer):
         if self.core is None:
             core_output, final_state = torso_output, state
         else:
-            core_output, final_state = self._run_core(torso_output, prev_action, prev_reward, step_type, state)
+            core_output, final_state = self._run_core(
+                torso_output, prev_action, prev_reward, step_type, state
+            )
 
         policy_logits = self.policy_head(core_output)  # [T+1, B, A]
         if self._legal_action_mask is not None:
@@ -268,7 +276,9 @@ def make_network(
       legal_action_mask: optional bool [num_tasks, num_actions]; illegal logits of a task are set to -1e9.
     """
     if len(observation_shape) != 3:
-        raise ValueError(f"observation_shape must be (height, width, channels), got {tuple(observation_shape)}.")
+        raise ValueError(
+            f"observation_shape must be (height, width, channels), got {tuple(observation_shape)}."
+        )
     network = ImpalaNetwork(config, legal_action_mask)
     network.unroll(
         observation=tf.zeros([1, 1, *observation_shape], tf.uint8),

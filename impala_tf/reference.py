@@ -3,8 +3,9 @@
 - `atari57_human_random()`: per-game (random, human) scores of the 57 Atari games — dqn_zoo `atari_data.py`.
 - `reference_agents("impala_paper")`: IMPALA Table C.1 (Espeholt et al. 2018, arXiv 1802.01561, Appendix C):
   shallow experts, deep experts, deep multi-task; 200M frames per game, up to 30 no-op starts.
-- `reference_agents("machado_repro")`: Monobeast, Moolib and Cleanba reproductions under the Machado et al. 2018
-  protocol (sticky actions 0.25, full action set, 200M frames) — vwxyzjn/cleanba `static/cleanba/main_10CPU.csv`.
+- `reference_agents("machado_repro")`: Monobeast, Moolib and Cleanba reproductions under the Machado et al.
+  2018 protocol (sticky actions 0.25, full action set, 200M frames) — vwxyzjn/cleanba
+  `static/cleanba/main_10CPU.csv`.
 
 Scores under the two protocols are not comparable; every reference agent carries its protocol.
 """
@@ -15,7 +16,7 @@ import csv
 import functools
 import io
 from collections.abc import Mapping
-from importlib import resources
+from pathlib import Path
 from typing import NamedTuple
 
 REFERENCE_SETS = ("impala_paper", "machado_repro")
@@ -40,7 +41,7 @@ class ReferenceAgent(NamedTuple):
 _IMPALA_PAPER = "Espeholt et al. 2018 (arXiv 1802.01561), Table C.1"
 _MACHADO_REPRO = "vwxyzjn/cleanba static/cleanba/main_10CPU.csv (commit d1f8979)"
 
-# (set, file, column, label, protocol, frames per game, source)
+# (set, data file, column = agent name, label)
 _REFERENCE_COLUMNS = (
     ("impala_paper", "impala_paper_atari57.csv", "impala_shallow_experts", "IMPALA shallow, experts (paper)"),
     ("impala_paper", "impala_paper_atari57.csv", "impala_deep_experts", "IMPALA deep, experts (paper)"),
@@ -56,7 +57,9 @@ _FRAMES_PER_GAME = 200_000_000  # every reference row: 200M frames (the multi-ta
 
 @functools.cache
 def _read_table(name: str) -> tuple[dict[str, str], ...]:
-    text = resources.files("impala_tf").joinpath("data", name).read_text()
+    # Beside this module rather than importlib.resources: the editable install maps impala_tf as a namespace
+    # package, for which resources.files() fails outside the repository.
+    text = (Path(__file__).parent / "data" / name).read_text()
     return tuple(csv.DictReader(io.StringIO(text)))
 
 

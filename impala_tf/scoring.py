@@ -3,12 +3,12 @@
 Pure numpy/scipy, no I/O. Conventions follow rliable (Agarwal et al. 2021, "Deep RL at the Edge of the
 Statistical Precipice"):
 
-- A score matrix is `[R, G]`: R runs (seeds) by G games. A game may have fewer runs than R; its missing entries are
-  NaN (a "ragged" matrix). Every game needs at least one finite entry.
+- A score matrix is `[R, G]`: R runs (seeds) by G games. A game may have fewer runs than R; its missing
+  entries are NaN (a "ragged" matrix). Every game needs at least one finite entry.
 - median / mean: average each game over its runs first, then aggregate across games.
 - IQM: the 25 %-trimmed mean of all run×game entries (`scipy.stats.trim_mean(x.flatten(), 0.25)`).
-- Uncertainty: a stratified bootstrap resamples runs with replacement independently within each game and reports
-  percentile intervals.
+- Uncertainty: a stratified bootstrap resamples runs with replacement independently within each game and
+  reports percentile intervals.
 
 Every aggregate accepts extra leading dimensions `[..., R, G]` so that a bootstrap of N resamples is one call.
 """
@@ -23,7 +23,9 @@ import numpy as np
 HUMAN_LEVEL = 100.0  # HNS in percent; a game is "above human" at HNS >= 100
 
 
-def normalised_score(score: np.ndarray | float, low: np.ndarray | float, high: np.ndarray | float) -> np.ndarray:
+def normalised_score(
+    score: np.ndarray | float, low: np.ndarray | float, high: np.ndarray | float
+) -> np.ndarray:
     """100 · (score − low) / (high − low), broadcasting; `low`, `high` per game (the trailing axis)."""
     low = np.asarray(low, dtype=np.float64)
     high = np.asarray(high, dtype=np.float64)
@@ -43,7 +45,7 @@ def human_normalised_score(
     return normalised_score(score, random, human)
 
 
-# --- Aggregates over games: scores [..., R, G] -> [...] -------------------------------------------------------
+# --- Aggregates over games: scores [..., R, G] -> [...] -------------------------------------------
 
 
 def per_game_means(scores: np.ndarray) -> np.ndarray:
@@ -73,15 +75,17 @@ def capped_mean(scores: np.ndarray, cap: float = HUMAN_LEVEL) -> np.ndarray:
 def interquartile_mean(scores: np.ndarray) -> np.ndarray:
     """IQM: mean of the middle 50 % of all run×game entries (rliable `aggregate_iqm`).
 
-    Matches `scipy.stats.trim_mean(x.flatten(), 0.25)`: with n entries, int(n / 4) are cut from each end. NaN
-    (missing runs) are ignored; every element of the leading batch must have the same number of finite entries,
-    which a stratified bootstrap guarantees.
+    Matches `scipy.stats.trim_mean(x.flatten(), 0.25)`: with n entries, int(n / 4) are cut from each end.
+    NaN (missing runs) are ignored; every element of the leading batch must have the same number of finite
+    entries, which a stratified bootstrap guarantees.
     """
     flat = np.reshape(scores, scores.shape[:-2] + (-1,))
     counts = np.sum(np.isfinite(flat), axis=-1)
     n = int(np.max(counts)) if counts.size else 0
     if n == 0 or np.any(counts != n):
-        raise ValueError("interquartile_mean needs the same, non-zero number of finite entries in every batch row")
+        raise ValueError(
+            "interquartile_mean needs the same, non-zero number of finite entries in every batch row"
+        )
     cut = int(0.25 * n)
     ordered = np.sort(flat, axis=-1)  # NaN sort last, so the finite entries are ordered[..., :n]
     return np.mean(ordered[..., cut : n - cut], axis=-1)
@@ -101,7 +105,7 @@ AGGREGATES: Mapping[str, Callable[[np.ndarray], np.ndarray]] = {
 
 
 def performance_profile(scores: np.ndarray, taus: np.ndarray) -> np.ndarray:
-    """Score distribution: fraction of run×game entries with score > τ, for each τ (rliable `score_distributions`).
+    """Score distribution: fraction of run×game entries with score > τ (rliable `score_distributions`).
 
     scores: [..., R, G] (NaN = missing run, ignored);  taus: [K]  ->  [..., K].
     """
@@ -111,7 +115,7 @@ def performance_profile(scores: np.ndarray, taus: np.ndarray) -> np.ndarray:
     return np.sum(above, axis=-2) / np.sum(finite, axis=-1)[..., None]
 
 
-# --- Stratified bootstrap ---------------------------------------------------------------------------------------
+# --- Stratified bootstrap -------------------------------------------------------------------------
 
 
 def _check_matrix(scores: np.ndarray) -> np.ndarray:
@@ -132,9 +136,11 @@ def stratified_bootstrap(
 ) -> Iterator[np.ndarray]:
     """Yields resampled score matrices [chunk, R, G], num_resamples in total.
 
-    Within each game its n_g finite runs are drawn n_g times with replacement, independently of every other game
-    (rliable `StratifiedBootstrap` without task bootstrap); the rest of the column stays NaN.
+    Within each game its n_g finite runs are drawn n_g times with replacement, independently of every other
+    game (rliable `StratifiedBootstrap` without task bootstrap); the rest of the column stays NaN.
     """
+    if num_resamples < 1:
+        raise ValueError(f"num_resamples must be >= 1, got {num_resamples}")
     scores = _check_matrix(scores)
     num_runs, num_games = scores.shape
     columns = [column[np.isfinite(column)] for column in scores.T]
@@ -192,11 +198,14 @@ def performance_profile_bands(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Performance profile [K] and its lower/upper percentile bootstrap bands [K] (rliable's defaults: 2000)."""
+    """Performance profile [K] and its lower and upper percentile bootstrap bands [K] (rliable: 2000)."""
     scores = _check_matrix(scores)
     rng = np.random.default_rng(seed)
     resampled_profiles = np.concatenate(
-        [performance_profile(resampled, taus) for resampled in stratified_bootstrap(scores, num_resamples, rng)]
+        [
+            performance_profile(resampled, taus)
+            for resampled in stratified_bootstrap(scores, num_resamples, rng)
+        ]
     )
     tail = 100.0 * (1.0 - confidence) / 2.0
     low, high = np.percentile(resampled_profiles, [tail, 100.0 - tail], axis=0)
@@ -206,7 +215,7 @@ def performance_profile_bands(
 def per_game_intervals(
     scores: np.ndarray, *, num_resamples: int = 2000, confidence: float = 0.95, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each game's mean over runs [G] and the percentile bootstrap interval of that mean (low [G], high [G])."""
+    """Each game's mean over runs [G] and the percentile bootstrap interval of it (low [G], high [G])."""
     scores = _check_matrix(scores)
     rng = np.random.default_rng(seed)
     means = np.concatenate([per_game_means(r) for r in stratified_bootstrap(scores, num_resamples, rng)])
@@ -215,7 +224,7 @@ def per_game_intervals(
     return per_game_means(scores), low, high
 
 
-# --- Learning curves -------------------------------------------------------------------------------------------
+# --- Learning curves ------------------------------------------------------------------------------
 
 
 def smooth_episode_returns(

@@ -4,10 +4,10 @@ All tensors are time-major: `[T, B]` for per-step quantities, `[B]` for the boot
 describes the transition x_t -> x_{t+1}: `rewards[t]` is r_t and `discounts[t]` is γ_t, the discount of that
 transition *including* the agent's γ (e.g. 0.99 · environment discount, so 0 where an episode ended).
 
-With ρ_t = min(ρ̄, π(a_t|x_t) / μ(a_t|x_t)) and c_i = min(c̄, π(a_i|x_i) / μ(a_i|x_i)), the n-step V-trace target
-(paper equation 1) is
+With ρ_t = min(ρ̄, π(a_t|x_t) / μ(a_t|x_t)) and c_i = min(c̄, π(a_i|x_i) / μ(a_i|x_i)), the n-step V-trace
+target (paper equation 1) is
 
-    v_s = V(x_s) + Σ_{t=s}^{T-1} (Π_{i=s}^{t-1} γ_i c_i) δ_t V,     δ_t V = ρ_t (r_t + γ_t V(x_{t+1}) − V(x_t)),
+    v_s = V(x_s) + Σ_{t=s}^{T-1} (Π_{i=s}^{t-1} γ_i c_i) δ_t V,   δ_t V = ρ_t (r_t + γ_t V(x_{t+1}) − V(x_t))
 
 with V(x_T) = bootstrap_value. It obeys the backward recursion (paper remark 1)
 
@@ -65,23 +65,16 @@ def _clip(ratios: tf.Tensor, threshold: float | None) -> tf.Tensor:
 def _backward_recurrence(deltas: tf.Tensor, decays: tf.Tensor) -> tf.Tensor:
     """Solves a_s = deltas_s + decays_s · a_{s+1} backwards from a_T = 0. Shapes `[T, B]`.
 
-    With a static T the loop is unrolled in Python: under XLA this fuses into one kernel and measured faster than
-    `tf.scan`'s while loop (T=20, B=32, CPU: about 8x). A dynamic T falls back to a reverse `tf.scan`.
+    A reverse `tf.scan` rather than a Python loop unrolled over a static T: under XLA (CPU, T=20, B=32) the
+    two tie on one call (~140 us, dispatch-bound) and the scan is faster once dispatch is amortised (7.5 vs
+    9.3 us per V-trace); the scan also handles a dynamic T.
     """
-    num_steps = deltas.shape[0]
-    if num_steps is None:
-        return tf.scan(
-            lambda acc, step: step[0] + step[1] * acc,
-            elems=(deltas, decays),
-            initializer=tf.zeros_like(deltas[0]),
-            reverse=True,
-        )
-    acc = tf.zeros_like(deltas[0])
-    outputs = [None] * num_steps
-    for t in reversed(range(num_steps)):
-        acc = deltas[t] + decays[t] * acc
-        outputs[t] = acc
-    return tf.stack(outputs, axis=0)
+    return tf.scan(
+        lambda acc, step: step[0] + step[1] * acc,
+        elems=(deltas, decays),
+        initializer=tf.zeros_like(deltas[0]),
+        reverse=True,
+    )
 
 
 def from_importance_weights(

@@ -6,41 +6,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-# TEMPORARY stand-in until impala_tf/losses.py lands.
-import sys, types, dataclasses
-try:
-    import impala_tf.losses  # noqa: F401
-except ModuleNotFoundError:
-    from impala_tf import vtrace as _vtrace
-
-    _m = types.ModuleType("impala_tf.losses")
-
-    @dataclasses.dataclass(frozen=True)
-    class LossConfig:
-        discount: float = 0.99
-        baseline_cost: float = 0.5
-        entropy_cost: float = 0.01
-        reward_clipping: str = "abs_one"
-        correction: str = "vtrace"
-
-    def clip_rewards(rewards, mode):
-        return tf.clip_by_value(rewards, -1.0, 1.0)
-
-    def impala_loss(target_logits, baseline, bootstrap_value, behaviour_logits, actions, rewards, env_discounts,
-                    mask, config, popart_mu=None, popart_sigma=None):
-        r = clip_rewards(rewards, config.reward_clipping)
-        vt = _vtrace.from_logits(behaviour_logits, target_logits, actions, config.discount * env_discounts, r,
-                                 baseline, bootstrap_value)
-        pg = -tf.reduce_sum(vt.target_action_log_probs * vt.pg_advantages * mask)
-        bl = 0.5 * tf.reduce_sum(tf.square(vt.vs - baseline) * mask)
-        lp = tf.nn.log_softmax(target_logits)
-        ent = -tf.reduce_sum(tf.reduce_sum(tf.exp(lp) * lp, -1) * mask)
-        total = pg + config.baseline_cost * bl - config.entropy_cost * ent
-        return total, {"total_loss": total, "pg_loss": pg, "baseline_loss": bl, "entropy": ent, "vs": vt.vs}
-
-    _m.LossConfig, _m.clip_rewards, _m.impala_loss = LossConfig, clip_rewards, impala_loss
-    sys.modules["impala_tf.losses"] = _m
-
 from impala_tf.learner import Learner, OptimizerConfig, linear_learning_rate, rmsprop_update
 from impala_tf.losses import LossConfig
 from impala_tf.networks import NetworkConfig, make_network
@@ -79,10 +44,22 @@ def synthetic_batch(seed: int = 0, state_size: int = 0) -> Unroll:
     )
 
 
-def make_learner(use_lstm=False, xla=False, optimizer_config=None, total_frames=10_000, frames_per_step=1):
-    network = make_network(
-        NetworkConfig(torso="shallow", use_lstm=use_lstm, lstm_size=16, num_actions=NUM_ACTIONS), CATCH_SHAPE
+def make_learner(
+    use_lstm=False,
+    xla=False,
+    optimizer_config=None,
+    total_frames=10_000,
+    frames_per_step=1,
+    num_value_heads=1,
+):
+    config = NetworkConfig(
+        torso="shallow",
+        use_lstm=use_lstm,
+        lstm_size=16,
+        num_actions=NUM_ACTIONS,
+        num_value_heads=num_value_heads,
     )
+    network = make_network(config, CATCH_SHAPE)
     return Learner(
         network,
         LossConfig(),
@@ -99,15 +76,16 @@ def values_of(variables) -> list[np.ndarray]:
 
 def learner_state(learner: Learner) -> list[np.ndarray]:
     slots = [v for v in learner.momentum_buffer if v is not None]
+    popart = [learner.popart_mu, learner.popart_nu] if learner.uses_popart else []
     counters = [learner.num_updates, learner.num_frames, learner.num_nonfinite, learner.nonfinite_streak]
-    return values_of(learner.network.trainable_variables + learner.mean_square + slots + counters)
+    return values_of(learner.network.trainable_variables + learner.mean_square + slots + popart + counters)
 
 
 def test_loss_goes_down_over_a_few_steps_on_a_fixed_batch():
     learner = make_learner(xla=True, optimizer_config=OptimizerConfig(learning_rate=3e-3))
     batch = synthetic_batch()
     losses = [float(learner.step(batch)["total_loss"]) for _ in range(8)]
-    assert all(later < earlier for earlier, later in zip(losses, losses[1:])), losses
+    assert all(later < earlier for earlier, later in zip(losses, losses[1:], strict=False)), losses
     assert losses[-1] < losses[0] - 0.02 * abs(losses[0]), losses
     assert int(learner.num_updates.numpy()) == 8
 
@@ -147,15 +125,19 @@ def test_nonfinite_batch_leaves_every_variable_unchanged_and_is_counted(xla):
 
 
 def test_learning_rate_anneals_linearly_with_num_frames():
-    learner = make_learner(optimizer_config=OptimizerConfig(learning_rate=6e-4), total_frames=1000, frames_per_step=4)
+    learner = make_learner(
+        optimizer_config=OptimizerConfig(learning_rate=6e-4), total_frames=1000, frames_per_step=4
+    )
     for frames, expected in [(0, 6e-4), (250, 4.5e-4), (500, 3e-4), (1000, 0.0), (1500, 0.0)]:
         learner.num_frames.assign(frames)
-        assert float(learner.learning_rate()) == pytest.approx(expected, abs=1e-12)
+        assert float(learner.learning_rate()) == pytest.approx(expected, rel=1e-6, abs=1e-12)
 
     learner.num_frames.assign(0)
     rates = [float(learner.step(synthetic_batch())["learning_rate"]) for _ in range(3)]
     frames_per_update = T * B * 4
-    np.testing.assert_allclose(rates, [6e-4 * (1 - k * frames_per_update / 1000) for k in range(3)], rtol=1e-6)
+    np.testing.assert_allclose(
+        rates, [6e-4 * (1 - k * frames_per_update / 1000) for k in range(3)], rtol=1e-6
+    )
     assert int(learner.num_frames.numpy()) == 3 * frames_per_update
 
 
@@ -165,25 +147,29 @@ def test_rmsprop_update_follows_tf1_with_epsilon_inside_the_square_root():
     momentum_buffer = tf.constant([0.1, 0.0, -0.2])
     delta, new_ms, new_mom = rmsprop_update(gradient, mean_square, momentum_buffer, 0.1, 0.9, 0.5, 0.01)
     expected_ms = 0.9 * np.array([1.0, 1.0, 0.25]) + 0.1 * np.array([0.25, 4.0, 0.0])
-    expected_mom = 0.5 * np.array([0.1, 0.0, -0.2]) + 0.1 * np.array([0.5, -2.0, 0.0]) / np.sqrt(expected_ms + 0.01)
+    expected_mom = 0.5 * np.array([0.1, 0.0, -0.2]) + 0.1 * np.array([0.5, -2.0, 0.0]) / np.sqrt(
+        expected_ms + 0.01
+    )
     np.testing.assert_allclose(new_ms, expected_ms, rtol=1e-6)
     np.testing.assert_allclose(new_mom, expected_mom, rtol=1e-6)
     np.testing.assert_allclose(delta, -expected_mom, rtol=1e-6)
 
     delta, _, no_mom = rmsprop_update(gradient, mean_square, None, 0.1, 0.9, 0.0, 0.01)
     assert no_mom is None
-    np.testing.assert_allclose(delta, -0.1 * np.array([0.5, -2.0, 0.0]) / np.sqrt(expected_ms + 0.01), rtol=1e-6)
+    np.testing.assert_allclose(
+        delta, -0.1 * np.array([0.5, -2.0, 0.0]) / np.sqrt(expected_ms + 0.01), rtol=1e-6
+    )
 
 
-def test_checkpoint_round_trip_restores_weights_optimiser_slots_and_counters(tmp_path):
+def test_checkpoint_round_trip_restores_weights_optimiser_slots_popart_and_counters(tmp_path):
     config = OptimizerConfig(momentum=0.9)
-    learner = make_learner(use_lstm=True, optimizer_config=config)
+    learner = make_learner(use_lstm=True, optimizer_config=config, num_value_heads=2)
     batch = synthetic_batch(state_size=16)
     for _ in range(2):
         learner.step(batch)
     path = tf.train.Checkpoint(learner=learner).write(str(tmp_path / "ckpt"))
 
-    restored = make_learner(use_lstm=True, optimizer_config=config)
+    restored = make_learner(use_lstm=True, optimizer_config=config, num_value_heads=2)
     tf.train.Checkpoint(learner=restored).read(path).assert_consumed()
     for saved, loaded in zip(learner_state(learner), learner_state(restored), strict=True):
         np.testing.assert_array_equal(loaded, saved)
@@ -235,3 +221,34 @@ def test_invalid_optimizer_settings_are_rejected_with_a_clear_message():
     with pytest.raises(ValueError, match="total_frames must be >= 1"):
         make_learner(total_frames=0)
     assert float(linear_learning_rate(1.0, tf.constant(5, tf.int64), 10)) == pytest.approx(0.5)
+
+
+def test_popart_moves_only_the_statistics_of_tasks_in_the_batch():
+    learner = make_learner(num_value_heads=2, xla=True)
+    batch = synthetic_batch()._replace(reward=np.full((T + 1, B), 1.0, np.float32))  # every unroll is task 0
+    logs = learner.step(batch)
+    assert "popart_mean_sigma" in logs
+    mu, nu = learner.popart_mu.numpy(), learner.popart_nu.numpy()
+    assert mu[0] > 0 and nu[0] != 1.0
+    assert mu[1] == 0.0 and nu[1] == 1.0
+
+
+def test_popart_statistics_update_preserves_the_unnormalised_values():
+    learner = make_learner(num_value_heads=2)
+    learner.popart_mu.assign([1.0, -2.0])
+    learner.popart_nu.assign([5.0, 8.0])  # σ = 2 for both tasks
+    batch = synthetic_batch()._replace(task_id=np.array([0, 1, 1, 0], np.int32))
+    network, task_id = learner.network, tf.constant(batch.task_id)
+
+    def unnormalised_values():
+        output, _ = network.unroll(
+            batch.observation, batch.prev_action, batch.reward, batch.step_type, task_id, batch.agent_state
+        )
+        sigma = tf.sqrt(learner.popart_nu - tf.square(learner.popart_mu))
+        return output.baseline * tf.gather(sigma, task_id) + tf.gather(learner.popart_mu, task_id)
+
+    before = unnormalised_values().numpy()
+    vs = tf.constant(np.random.default_rng(0).normal(50.0, 20.0, (T, B)).astype(np.float32))
+    learner._update_popart(vs, task_id, tf.ones([T, B]))
+    assert np.all(learner.popart_mu.numpy() > [1.0, -2.0])  # moved towards the large targets
+    np.testing.assert_allclose(unnormalised_values(), before, rtol=1e-4, atol=1e-4)

@@ -79,19 +79,27 @@ def test_legal_action_mask_of_wrong_width_is_rejected():
 
 def test_parameter_count_of_shallow_atari_network_matches_the_architecture():
     counts = {}
-    for name, torso, use_lstm in [("shallow", "shallow", False), ("deep", "deep", False), ("deep+lstm", "deep", True)]:
+    for name, torso, use_lstm in [
+        ("shallow", "shallow", False),
+        ("deep", "deep", False),
+        ("deep+lstm", "deep", True),
+    ]:
         network = make_network(NetworkConfig(torso=torso, use_lstm=use_lstm, num_actions=18), (84, 84, 4))
         counts[name] = count_parameters(network)
     print("parameters at 84x84x4, 18 actions:", counts)
     # conv 8x8x4x16, conv 4x4x16x32, FC (11*11*32)->256 ("SAME" padding: 84 -> 21 -> 11), policy, baseline.
-    expected_shallow = (8 * 8 * 4 * 16 + 16) + (4 * 4 * 16 * 32 + 32) + (11 * 11 * 32 * 256 + 256) + 257 * 18 + 257
+    expected_shallow = (
+        (8 * 8 * 4 * 16 + 16) + (4 * 4 * 16 * 32 + 32) + (11 * 11 * 32 * 256 + 256) + 257 * 18 + 257
+    )
     assert counts["shallow"] == expected_shallow
     # The LSTM adds 4 gates over [torso 256 + one-hot 18 + reward 1] inputs and 256 recurrent units.
     assert counts["deep+lstm"] - counts["deep"] == 4 * 256 * (256 + 18 + 1) + 4 * 256 * 256 + 4 * 256
 
 
 def test_state_after_a_first_step_equals_a_fresh_initial_state():
-    network = make_network(NetworkConfig(torso="shallow", use_lstm=True, lstm_size=16, num_actions=5), MINATAR_SHAPE)
+    network = make_network(
+        NetworkConfig(torso="shallow", use_lstm=True, lstm_size=16, num_actions=5), MINATAR_SHAPE
+    )
     rng = np.random.default_rng(1)
     inputs = at(random_inputs(rng, 1, 3, MINATAR_SHAPE, 5), 0)
     inputs["step_type"] = tf.constant([FIRST, FIRST, FIRST], tf.uint8)
@@ -110,7 +118,9 @@ def test_state_after_a_first_step_equals_a_fresh_initial_state():
 
 
 def test_unroll_with_a_first_in_the_middle_equals_two_separate_unrolls():
-    network = make_network(NetworkConfig(torso="deep", use_lstm=True, lstm_size=16, num_actions=4), MINATAR_SHAPE)
+    network = make_network(
+        NetworkConfig(torso="deep", use_lstm=True, lstm_size=16, num_actions=4), MINATAR_SHAPE
+    )
     rng = np.random.default_rng(2)
     inputs = random_inputs(rng, 6, 2, MINATAR_SHAPE, 4)
     step_type = np.full((6, 2), MID, np.uint8)
@@ -120,7 +130,9 @@ def test_unroll_with_a_first_in_the_middle_equals_two_separate_unrolls():
 
     whole, whole_final = network.unroll(**inputs, state=state)
     for env, split in [(0, 3), (1, 4)]:
-        env_inputs = {k: (v[env : env + 1] if k == "task_id" else v[:, env : env + 1]) for k, v in inputs.items()}
+        env_inputs = {
+            k: (v[env : env + 1] if k == "task_id" else v[:, env : env + 1]) for k, v in inputs.items()
+        }
         first, _ = network.unroll(**sliced(env_inputs, 0, split), state=state[:, env : env + 1])
         # The second part starts with FIRST, so it runs from a fresh state whatever came before.
         second, second_final = network.unroll(**sliced(env_inputs, split, 6), state=network.initial_state(1))
@@ -155,7 +167,9 @@ def test_step_by_step_equals_unroll(use_lstm):
 
 def test_illegal_actions_are_never_sampled_and_keep_the_entropy_finite():
     legal = np.array([[True, True, False, False, False, False], [False, True, True, True, True, True]])
-    network = make_network(NetworkConfig(torso="shallow", num_actions=6), MINATAR_SHAPE, legal_action_mask=legal)
+    network = make_network(
+        NetworkConfig(torso="shallow", num_actions=6), MINATAR_SHAPE, legal_action_mask=legal
+    )
     rng = np.random.default_rng(4)
     inputs = at(random_inputs(rng, 1, 8, MINATAR_SHAPE, 6, num_tasks=2), 0)
     inputs["task_id"] = tf.constant([0, 1] * 4, tf.int32)
@@ -176,7 +190,9 @@ def test_illegal_actions_are_never_sampled_and_keep_the_entropy_finite():
     assert set(np.unique(samples[0])) == {0, 1} and set(np.unique(samples[1])) == {1, 2, 3, 4, 5}
 
     assert np.all(np.isfinite(entropy))
-    assert np.all(entropy.numpy() <= np.log(task_legal.sum(axis=1)) + 1e-5)  # at most uniform over legal actions
+    assert np.all(
+        entropy.numpy() <= np.log(task_legal.sum(axis=1)) + 1e-5
+    )  # at most uniform over legal actions
     policy_variables = network.torso.trainable_variables + network.policy_head.trainable_variables
     gradients = tape.gradient(entropy, policy_variables)
     assert all(np.all(np.isfinite(g.numpy())) for g in gradients)

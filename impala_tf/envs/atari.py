@@ -1,0 +1,483 @@
+"""Atari on ale-py's C++ vector environment (`ale_py.vector_env.AtariVectorEnv`), behind the BatchedEnv face.
+
+Preprocessing runs in ale-py's C++ threads: action repeat 4 with a max over the last two frames, 84x84
+greyscale, a 4-frame stack, no-op starts and the frame cap. Python only maps actions, labels step types and
+keeps per-game bookkeeping with a handful of numpy operations per batched step.
+
+Protocols (`PROTOCOLS`):
+  impala   the paper's: no sticky actions; up to 30 no-op frames at the start of every game (ale-py
+           draws 0..30, it cannot draw 1..30); a lost life ends the LEARNING episode (LAST, discount 0)
+           while the game goes on; 108,000-frame cap.
+  machado  Machado et al. 2018: sticky actions (0.25), full action set, no life-loss signal, no no-op starts,
+           108,000-frame cap.
+Neither presses FIRE at reset: the paper did not, and an agent that must learn to press FIRE after a life loss
+must also learn it at the start of a game. Rewards are raw (unclipped); the loss clips them.
+
+Life loss under auto-reset. ale-py's `episodic_life` would reset the whole game on a life loss, so we use its
+`life_loss_info` instead: the step that loses a life is reported terminated while the emulator carries on.
+We emit it as LAST (discount 0); on the next step that environment's agent action is replaced by NOOP and the
+result is emitted as FIRST (reward 0) of a new learning episode in the same game. After a real game over or
+a truncation ale-py itself resets the game on the next step (its NEXT_STEP autoreset) and ignores the action,
+so the same "next step is FIRST" rule covers both cases. Rewards of those FIRST steps still count towards the
+game score; they are almost always 0.
+
+Truncation at the frame cap is LAST with discount 1 (the learner bootstraps); termination is discount 0.
+
+Finished games are detected from ale-py's two frame counters: `frame_number` runs on across games while
+`episode_frame_number` restarts, so a step whose two deltas differ began a new game. This is exact whatever a
+game's `lives()` does at game over, and it reports a finished game on the step after its LAST.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+from collections import deque
+from collections.abc import Sequence
+
+import dm_env
+import numpy as np
+from dm_env import specs
+
+from impala_tf.envs.base import BatchedEnv, BatchedTimeStep, EpisodeStats
+
+PROTOCOLS = ("impala", "machado")
+ACTION_SETS = ("full", "minimal")
+NUM_FULL_ACTIONS = 18  # ALE's Action enum; the shared action head of multi-task agents
+FRAMES_PER_STEP = 4
+OBSERVATION_SHAPE = (84, 84, 4)  # height, width, stacked frames (channels last, like every backend here)
+MIN_ALE_PY = "0.12"
+
+_FIRST, _MID, _LAST = (int(t) for t in (dm_env.StepType.FIRST, dm_env.StepType.MID, dm_env.StepType.LAST))
+
+
+@dataclasses.dataclass(frozen=True)
+class AtariProtocol:
+    name: str
+    sticky_action_prob: float
+    noop_max: int  # ale-py draws 0..noop_max-1 no-op frames at the start of a game
+    life_loss_ends_episode: bool
+    max_episode_frames: int = 108_000
+    fire_reset: bool = False
+
+
+_PROTOCOLS = {
+    "impala": AtariProtocol("impala", sticky_action_prob=0.0, noop_max=31, life_loss_ends_episode=True),
+    "machado": AtariProtocol("machado", sticky_action_prob=0.25, noop_max=0, life_loss_ends_episode=False),
+}
+
+
+def get_protocol(name: str) -> AtariProtocol:
+    if name not in _PROTOCOLS:
+        raise ValueError(f"unknown Atari protocol {name!r}; valid: {', '.join(PROTOCOLS)}")
+    return _PROTOCOLS[name]
+
+
+def check_rom(game: str) -> None:
+    """Raises ValueError when the installed ale-py has no ROM called `game`."""
+    import ale_py
+    from ale_py import roms
+
+    rom_ids = roms.get_all_rom_ids()
+    if game in rom_ids:
+        return
+    from suites.registry import atari57_games
+
+    if game in atari57_games():
+        raise ValueError(
+            f"Atari game {game!r} has no ROM in the installed ale-py {ale_py.__version__}; "
+            f"it needs ale-py>={MIN_ALE_PY} (ROMs ship in its wheel)"
+        )
+    raise ValueError(f"unknown Atari game {game!r}; valid: {', '.join(sorted(rom_ids))}")
+
+
+@functools.cache
+def game_action_set(game: str, action_set: str = "full") -> tuple[int, ...]:
+    """The ALE actions (Action enum values, 0..17) a game exposes: `full` = its legal set, `minimal` = its
+    minimal set. Index j of the tuple is what ale-py's vector env executes for action j."""
+    if action_set not in ACTION_SETS:
+        raise ValueError(f"unknown action set {action_set!r}; valid: {', '.join(ACTION_SETS)}")
+    check_rom(game)
+    from ale_py import ALEInterface, LoggerMode, roms
+
+    ALEInterface.setLoggerMode(LoggerMode.Error)
+    ale = ALEInterface()
+    ale.loadROM(roms.get_rom_path(game))
+    actions = ale.getLegalActionSet() if action_set == "full" else ale.getMinimalActionSet()
+    return tuple(int(a.value) for a in actions)
+
+
+def env_seeds(seed: int, num_envs: int) -> np.ndarray:
+    """int64 [num_envs] in [1, 2**31 - 1): environment i's seed depends only on (seed, i). ale-py treats seeds
+    <= 0 as 'unseeded', hence the offset."""
+    return np.array(
+        [np.random.SeedSequence([seed, i]).generate_state(1)[0] % (2**31 - 2) + 1 for i in range(num_envs)],
+        dtype=np.int64,
+    )
+
+
+def default_num_threads(num_envs: int) -> int:
+    return max(1, min(num_envs, os.cpu_count() or 1))
+
+
+class _GameGroup:
+    """The environments of one game: one AtariVectorEnv, and where its envs sit in the batch."""
+
+    def __init__(self, vector_env, task_id: int, env_index: np.ndarray):
+        self.vector_env = vector_env
+        self.task_id = task_id
+        self.env_index = env_index
+        # Scatter/gather with a slice when the group's envs are contiguous: no fancy-index copies.
+        contiguous = np.array_equal(env_index, np.arange(env_index[0], env_index[0] + len(env_index)))
+        self.where: slice | np.ndarray = slice(env_index[0], env_index[-1] + 1) if contiguous else env_index
+
+
+class AtariBatchedEnv(BatchedEnv):
+    """N Atari environments of one or several games, stepped in lock step.
+
+    Args:
+      games: the suite's games (ale-py ROM ids); `legal_action_mask()` has one row per game.
+      task_ids: int [N], environment i plays `games[task_ids[i]]`.
+      seed: determines every environment's seed.
+      protocol: "impala" or "machado" (see the module docstring).
+      action_set: "full" (18 actions, each game's illegal ones masked and executed as NOOP) or "minimal"
+        (a single game's minimal set).
+      num_threads: C++ threads over all games (0 or None: one per environment, capped by the cores).
+      max_episode_frames: frame cap of a game (default: the protocol's 108,000).
+    """
+
+    def __init__(
+        self,
+        games: Sequence[str],
+        task_ids: Sequence[int],
+        seed: int,
+        *,
+        protocol: str = "impala",
+        action_set: str = "full",
+        num_threads: int | None = None,
+        max_episode_frames: int | None = None,
+    ):
+        from ale_py.vector_env import AtariVectorEnv
+
+        self.games = tuple(games)
+        self.protocol = get_protocol(protocol)
+        if action_set not in ACTION_SETS:
+            raise ValueError(f"unknown action set {action_set!r}; valid: {', '.join(ACTION_SETS)}")
+        if action_set == "minimal" and len(self.games) > 1:
+            raise ValueError(
+                "action_set='minimal' needs a single game; multi-task runs use action_set='full'"
+            )
+        if action_set == "minimal" and protocol == "machado":
+            raise ValueError("the machado protocol uses the full action set; valid action_set: full")
+        self.action_set = action_set
+        self.task_ids = np.asarray(task_ids, dtype=np.int32)
+        if self.task_ids.ndim != 1 or len(self.task_ids) == 0:
+            raise ValueError(f"task_ids must be a non-empty list, got {task_ids!r}")
+        if self.task_ids.min() < 0 or self.task_ids.max() >= len(self.games):
+            raise ValueError(f"task_ids must lie in [0, {len(self.games)}), got {task_ids!r}")
+        for game in self.games:
+            check_rom(game)
+        self.num_envs = len(self.task_ids)
+        self.frames_per_step = FRAMES_PER_STEP
+        cap = max_episode_frames or self.protocol.max_episode_frames
+        total_threads = num_threads or default_num_threads(self.num_envs)
+
+        self._action_sets = [game_action_set(g, action_set) for g in self.games]
+        self._num_actions = NUM_FULL_ACTIONS if action_set == "full" else len(self._action_sets[0])
+        # [num_tasks, A]: head action -> index into the game's action set; illegal actions run as NOOP.
+        self._to_game_action = np.zeros((len(self.games), self._num_actions), np.int32)
+        self._legal = np.zeros((len(self.games), self._num_actions), bool)
+        for task, actions in enumerate(self._action_sets):
+            noop = actions.index(0)
+            if action_set == "full":
+                for a in range(NUM_FULL_ACTIONS):
+                    self._to_game_action[task, a] = actions.index(a) if a in actions else noop
+                    self._legal[task, a] = a in actions
+            else:
+                self._to_game_action[task] = np.arange(len(actions))
+                self._legal[task] = True
+        self._noop = np.array([self._action_sets[t].index(0) for t in self.task_ids], np.int32)
+
+        self._groups: list[_GameGroup] = []
+        for task in np.unique(self.task_ids):
+            index = np.flatnonzero(self.task_ids == task)
+            threads = max(1, min(len(index), round(total_threads * len(index) / self.num_envs)))
+            vector_env = AtariVectorEnv(
+                self.games[task],
+                len(index),
+                num_threads=threads,
+                max_num_frames_per_episode=cap,
+                repeat_action_probability=self.protocol.sticky_action_prob,
+                full_action_space=action_set == "full",
+                noop_max=self.protocol.noop_max,
+                episodic_life=False,
+                life_loss_info=self.protocol.life_loss_ends_episode,
+                reward_clipping=False,
+                use_fire_reset=self.protocol.fire_reset,
+            )
+            self._groups.append(_GameGroup(vector_env, int(task), index))
+        self._seeds = env_seeds(seed, self.num_envs)
+        self._seeded = False
+
+        n = self.num_envs
+        self.lives = np.zeros(n, np.int32)
+        self.game_returns = np.zeros(n, np.float64)  # raw score of the game in progress
+        self.game_frames = np.zeros(n, np.int64)  # frames of the game in progress, no-op starts included
+        self._frame_number = np.zeros(n, np.int64)
+        self._after_last = np.zeros(n, bool)  # the previous emitted step was LAST: this one is FIRST
+        self._pending_last = np.zeros(n, bool)  # the game ended during a FIRST step: emit that LAST now
+        self._pending_discount = np.zeros(n, np.float32)
+        self._observation = np.zeros((n, *OBSERVATION_SHAPE), np.uint8)
+        self._finished: deque[EpisodeStats] = deque(maxlen=100_000)
+        self._in_flight = False
+
+    def observation_spec(self) -> specs.BoundedArray:
+        return specs.BoundedArray(OBSERVATION_SHAPE, np.uint8, 0, 255, name="observation")
+
+    def action_spec(self) -> specs.DiscreteArray:
+        return specs.DiscreteArray(self._num_actions, dtype=np.int32, name="action")
+
+    def legal_action_mask(self) -> np.ndarray:
+        return self._legal.copy()
+
+    def reset(self) -> BatchedTimeStep:
+        """Starts a new game in every environment (the first reset seeds them, later ones continue)."""
+        if self._in_flight:
+            self.step_wait()
+        n = self.num_envs
+        observation = np.empty((n, *OBSERVATION_SHAPE), np.uint8)
+        for group in self._groups:
+            seeds = self._seeds[group.env_index] if not self._seeded else None
+            obs, info = group.vector_env.reset(seed=seeds)
+            observation[group.where] = obs.transpose(0, 2, 3, 1)
+            self.lives[group.where] = info["lives"]
+            self.game_frames[group.where] = info["episode_frame_number"]
+            self._frame_number[group.where] = info["frame_number"]
+        self._seeded = True
+        self.game_returns[:] = 0
+        self._after_last[:] = False
+        self._pending_last[:] = False
+        self._observation = observation
+        zeros = np.zeros(n, np.float32)
+        return BatchedTimeStep(np.full(n, _FIRST, np.uint8), zeros, zeros.copy(), observation)
+
+    def step(self, actions: np.ndarray) -> BatchedTimeStep:
+        self.step_async(actions)
+        return self.step_wait()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Sends the actions to every game's C++ threads and returns; `step_wait` collects the step."""
+        actions = np.asarray(actions)
+        if actions.shape != (self.num_envs,):
+            raise ValueError(f"actions must have shape ({self.num_envs},), got {actions.shape}")
+        if actions.min() < 0 or actions.max() >= self._num_actions:
+            raise ValueError(f"actions must lie in [0, {self._num_actions}), got {actions}")
+        game_actions = self._to_game_action[self.task_ids, actions]
+        # The action at a LAST step is ignored: the FIRST that follows comes from a NOOP (or ale-py's reset).
+        restart = self._after_last | self._pending_last
+        game_actions[restart] = self._noop[restart]
+        for group in self._groups:
+            group.vector_env.send(game_actions[group.where])
+        self._in_flight = True
+
+    def step_wait(self) -> BatchedTimeStep:
+        n = self.num_envs
+        single = len(self._groups) == 1
+        if single:
+            obs, reward, terminated, truncated, info = self._groups[0].vector_env.recv()
+            # A strided view, not a copy: consumers copy it into their own buffers anyway.
+            observation = obs.transpose(0, 2, 3, 1)
+            lives, episode_frame, frame = info["lives"], info["episode_frame_number"], info["frame_number"]
+        else:
+            observation = np.empty((n, *OBSERVATION_SHAPE), np.uint8)
+            reward, terminated, truncated = np.empty(n, np.int32), np.empty(n, bool), np.empty(n, bool)
+            lives, episode_frame, frame = np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n, np.int64)
+            for group in self._groups:
+                obs, r, term, trunc, info = group.vector_env.recv()
+                w = group.where
+                observation[w] = obs.transpose(0, 2, 3, 1)
+                reward[w], terminated[w], truncated[w] = r, term, trunc
+                lives[w], episode_frame[w], frame[w] = (
+                    info["lives"],
+                    info["episode_frame_number"],
+                    info["frame_number"],
+                )
+        self._in_flight = False
+        reward = reward.astype(np.float32)
+
+        # Game bookkeeping, in raw score.
+        new_game = (episode_frame - self.game_frames) != (frame - self._frame_number)
+        if new_game.any():
+            for i in np.flatnonzero(new_game):
+                self._finished.append(
+                    EpisodeStats(
+                        int(i), int(self.task_ids[i]), float(self.game_returns[i]), int(self.game_frames[i])
+                    )
+                )
+            self.game_returns[new_game] = 0
+        self.game_returns += reward
+        self.game_frames[:] = episode_frame
+        self._frame_number[:] = frame
+        self.lives[:] = lives
+
+        # Learning-episode labels.
+        ended = terminated | truncated
+        step_type = np.where(ended, _LAST, _MID).astype(np.uint8)
+        discount = np.where(terminated, 0.0, 1.0).astype(np.float32)
+        first, pending = self._after_last, self._pending_last
+        if first.any() or pending.any():
+            restarting = first | pending
+            step_type[first] = _FIRST
+            discount[first] = 0.0
+            reward[restarting] = 0.0
+            # The game ended inside the FIRST step: close that episode now, on the FIRST's observation.
+            step_type[pending] = _LAST
+            discount[pending] = self._pending_discount[pending]
+            if pending.any():
+                observation = np.array(observation)
+                observation[pending] = self._observation[pending]
+            self._pending_discount = np.where(terminated, 0.0, 1.0).astype(np.float32)
+            self._pending_last = first & ended
+        self._after_last = step_type == _LAST
+        self._observation = observation
+        return BatchedTimeStep(step_type, reward, discount, observation)
+
+    def pop_finished_episodes(self) -> list[EpisodeStats]:
+        finished = list(self._finished)
+        self._finished.clear()
+        return finished
+
+    def close(self) -> None:
+        if self._in_flight:
+            self.step_wait()
+        for group in self._groups:
+            group.vector_env.close()
+        self._groups = []
+
+
+def measure_env_fps(
+    games: Sequence[str] = ("pong",),
+    num_envs: int = 8,
+    num_threads: int = 2,
+    seconds: float = 5.0,
+    *,
+    mode: str = "sync",
+    protocol: str = "impala",
+    seed: int = 0,
+) -> dict[str, float]:
+    """Frames/s (agent steps x 4) with uniformly random actions: the raw AtariVectorEnv against this module's
+    interface over the same games, envs and threads, timed in alternating slices so both see the same load.
+
+    mode="sync" steps every env in lock step. mode="async" splits the envs into two halves and keeps one half
+    stepping in C++ while Python handles the other: the raw side uses ale-py's own async batches
+    (batch_size = N/2), the interface side two AtariBatchedEnvs with step_async / step_wait.
+    """
+    from ale_py.vector_env import AtariVectorEnv
+
+    if mode not in ("sync", "async"):
+        raise ValueError(f"unknown mode {mode!r}; valid: sync, async")
+    if mode == "async" and num_envs % 2:
+        raise ValueError(f"mode='async' needs an even num_envs, got {num_envs}")
+    games = tuple(games)
+    task_ids = [i % len(games) for i in range(num_envs)]
+    settings = get_protocol(protocol)
+    rng = np.random.default_rng(seed)
+
+    def raw_envs(batch_fraction: int):
+        envs = []
+        for task, game in enumerate(games):
+            n = task_ids.count(task)
+            envs.append(
+                AtariVectorEnv(
+                    game,
+                    n,
+                    batch_size=n // batch_fraction,
+                    num_threads=max(1, round(num_threads * n / num_envs)),
+                    repeat_action_probability=settings.sticky_action_prob,
+                    full_action_space=True,
+                    noop_max=settings.noop_max,
+                    life_loss_info=settings.life_loss_ends_episode,
+                    reward_clipping=False,
+                    use_fire_reset=False,
+                )
+            )
+        return envs
+
+    if mode == "sync":
+        raw = raw_envs(1)
+        for env in raw:
+            env.reset(seed=1 + seed)
+        ours = [AtariBatchedEnv(games, task_ids, seed, protocol=protocol, num_threads=num_threads)]
+        ours[0].reset()
+
+        def raw_step():
+            for env in raw:
+                env.send(rng.integers(0, NUM_FULL_ACTIONS, env.batch_size, dtype=np.int32))
+            for env in raw:
+                env.recv()
+            return num_envs
+
+        def our_step():
+            ours[0].step(rng.integers(0, NUM_FULL_ACTIONS, num_envs, dtype=np.int32))
+            return num_envs
+
+    else:
+        raw = raw_envs(2)
+        for env in raw:
+            env.reset(seed=1 + seed)
+            env.send(rng.integers(0, NUM_FULL_ACTIONS, env.batch_size, dtype=np.int32))
+        half = num_envs // 2
+        ours = [
+            AtariBatchedEnv(
+                games, task_ids[:half], seed, protocol=protocol, num_threads=num_threads // 2 or 1
+            ),
+            AtariBatchedEnv(
+                games, task_ids[half:], seed + 1, protocol=protocol, num_threads=num_threads // 2 or 1
+            ),
+        ]
+        for env in ours:
+            env.reset()
+            env.step_async(rng.integers(0, NUM_FULL_ACTIONS, half, dtype=np.int32))
+
+        def raw_step():
+            count = 0
+            for env in raw:  # ale-py hands back whichever half finished first, then gets its next actions
+                obs, *_ = env.recv()
+                env.send(rng.integers(0, NUM_FULL_ACTIONS, env.batch_size, dtype=np.int32))
+                count += len(obs)
+            return count
+
+        def our_step():
+            for env in ours:
+                env.step_wait()
+                env.step_async(rng.integers(0, NUM_FULL_ACTIONS, half, dtype=np.int32))
+            return num_envs
+
+    timed = {"raw": [0, 0.0], "interface": [0, 0.0]}
+    slices = 10
+    for _ in range(slices):
+        for name, step in (("raw", raw_step), ("interface", our_step)):
+            steps, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds / (2 * slices):
+                steps += step()
+            timed[name][0] += steps
+            timed[name][1] += time.perf_counter() - start
+    if mode == "async":
+        for env in raw:
+            env.recv()
+    for env in raw:
+        env.close()
+    for env in ours:
+        env.close()
+    raw_fps = timed["raw"][0] * FRAMES_PER_STEP / timed["raw"][1]
+    interface_fps = timed["interface"][0] * FRAMES_PER_STEP / timed["interface"][1]
+    return {
+        "raw_fps": raw_fps,
+        "interface_fps": interface_fps,
+        "ratio": interface_fps / raw_fps,
+        "num_envs": num_envs,
+        "num_threads": num_threads,
+        "mode": mode,
+    }

@@ -1,0 +1,227 @@
+"""The IMPALA loss (Espeholt et al. 2018, section 4.2), its off-policy corrections and reward clipping.
+
+Time-major `[T, B]`: step t is the transition x_t -> x_{t+1} of an unroll. The learner slices an `Unroll` of
+T+1 steps into: logits, baseline, actions at steps 0..T-1; rewards and environment discounts of arriving at
+steps 1..T; the bootstrap value at step T; and `mask` = 0 where step t is LAST (the LAST -> FIRST reset
+transition, which belongs to no episode).
+
+The loss is a **sum** over time and batch, as in the reference implementation (scalable_agent), not a mean:
+the paper's hyperparameters (learning rate 6e-4, baseline cost 0.5, entropy cost 0.01) apply unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+
+from impala_tf import vtrace
+
+REWARD_CLIPPING_MODES = ("abs_one", "soft_asymmetric", "none")
+# Paper section 5.2.1: V-trace; no correction; ε inside log π; 1-step importance sampling.
+CORRECTIONS = ("vtrace", "none", "epsilon", "is1")
+
+# log ρ of masked transitions: ρ = c = exp(-1e9) = 0 exactly, so v_t = V(x_t) there and no trace crosses it.
+_MASKED_LOG_RHO = -1e9
+
+
+def clip_rewards(rewards: tf.Tensor, mode: str) -> tf.Tensor:
+    """Clips raw rewards, any shape.
+
+    Modes:
+      "abs_one": clip to [-1, 1] (the Atari setting).
+      "soft_asymmetric": 0.3 · min(tanh r, 0) + 5 · max(tanh r, 0) (the DMLab setting, paper appendix).
+      "none": unchanged.
+    """
+    if mode not in REWARD_CLIPPING_MODES:
+        raise ValueError(f"unknown reward clipping {mode!r}; valid modes: {', '.join(REWARD_CLIPPING_MODES)}")
+    rewards = tf.convert_to_tensor(rewards, tf.float32)
+    if mode == "abs_one":
+        return tf.clip_by_value(rewards, -1.0, 1.0)
+    if mode == "soft_asymmetric":
+        squashed = tf.tanh(rewards)
+        return 0.3 * tf.minimum(squashed, 0.0) + 5.0 * tf.maximum(squashed, 0.0)
+    return rewards
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Hyperparameters of `impala_loss`; defaults are the paper's Atari settings."""
+
+    discount: float = 0.99
+    baseline_cost: float = 0.5
+    entropy_cost: float = 0.01
+    reward_clipping: str = "abs_one"
+    correction: str = "vtrace"
+    clip_rho_threshold: float | None = 1.0
+    clip_pg_rho_threshold: float | None = 1.0
+    epsilon: float = 1e-6  # only for correction="epsilon"
+
+    def __post_init__(self):
+        if not 0.0 <= self.discount <= 1.0:
+            raise ValueError(f"discount must be in [0, 1], got {self.discount}")
+        if self.baseline_cost < 0:
+            raise ValueError(f"baseline_cost must be >= 0, got {self.baseline_cost}")
+        if self.entropy_cost < 0:
+            raise ValueError(f"entropy_cost must be >= 0, got {self.entropy_cost}")
+        if self.reward_clipping not in REWARD_CLIPPING_MODES:
+            valid = ", ".join(REWARD_CLIPPING_MODES)
+            raise ValueError(f"unknown reward_clipping {self.reward_clipping!r}; valid modes: {valid}")
+        if self.correction not in CORRECTIONS:
+            valid = ", ".join(CORRECTIONS)
+            raise ValueError(f"unknown correction {self.correction!r}; valid corrections: {valid}")
+        for name in ("clip_rho_threshold", "clip_pg_rho_threshold"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be a positive number or None (no clipping), got {value!r}")
+        if not self.epsilon > 0:
+            raise ValueError(f"epsilon must be > 0, got {self.epsilon}")
+
+
+def _masked_sum(x: tf.Tensor, real: tf.Tensor) -> tf.Tensor:
+    # tf.where, not a product: a masked step's term may be inf or NaN (an illegal action's log-probability).
+    return tf.reduce_sum(tf.where(real, x, tf.zeros_like(x)))
+
+
+def negative_entropy(logits: tf.Tensor) -> tf.Tensor:
+    """Σ_a π(a) log π(a) of a softmax policy: float32 [T, B, A] -> [T, B].
+
+    Actions with probability 0 (illegal actions at a large negative or -inf logit) contribute 0, not 0 · -inf.
+    """
+    log_policy = tf.nn.log_softmax(logits)
+    policy = tf.exp(log_policy)
+    return tf.reduce_sum(policy * tf.where(policy > 0, log_policy, tf.zeros_like(log_policy)), axis=-1)
+
+
+def impala_loss(
+    target_logits: tf.Tensor,
+    baseline: tf.Tensor,
+    bootstrap_value: tf.Tensor,
+    behaviour_logits: tf.Tensor,
+    actions: tf.Tensor,
+    rewards: tf.Tensor,
+    env_discounts: tf.Tensor,
+    mask: tf.Tensor,
+    config: LossConfig,
+    popart_mu: tf.Tensor | None = None,
+    popart_sigma: tf.Tensor | None = None,
+) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    """The IMPALA actor-critic loss with the off-policy correction `config.correction`.
+
+    total = −Σ log π(a_t|x_t) A_t  +  baseline_cost · ½ Σ (v_t − V(x_t))²  +  entropy_cost · Σ Σ_a π log π,
+
+    summed (not averaged) over the unmasked [T, B] steps, as in scalable_agent, so that the paper's learning
+    rate 6e-4 applies unchanged. Targets v_t and advantages A_t are constants. Corrections (paper 5.2.1):
+      "vtrace":  v_t and A_t from V-trace with the config's ρ̄ and ρ̄_pg.
+      "none":    as if the data were on-policy: V-trace with log ρ = 0.
+      "epsilon": as "none", with log(π(a) + ε) in the policy-gradient term.
+      "is1":     targets as "none"; A_t multiplied by that step's unclipped importance weight π/μ.
+    Masked steps (mask 0) add nothing to any term and are treated as ρ = c = 0, so v_t = V(x_t) there and no
+    trace leaks into earlier steps.
+
+    With PopArt (Hessel et al. 2019), `baseline` and `bootstrap_value` are normalised outputs ñ of each
+    unroll's task head: V-trace runs on V = σ ñ + μ, the baseline loss compares (v_t − μ)/σ with ñ, and A_t is
+    divided by σ.
+
+    Args:
+      target_logits: float32 [T, B, A] learner policy logits (illegal actions at a large negative value).
+      baseline: float32 [T, B] V(x_t) as the network outputs it (normalised when PopArt is given).
+      bootstrap_value: float32 [B] the network's value at step T (normalised when PopArt is given).
+      behaviour_logits: float32 [T, B, A] logits of the policy that acted.
+      actions: int32 [T, B] actions taken.
+      rewards: float32 [T, B] raw rewards of transitions t -> t+1, clipped here per `config.reward_clipping`.
+      env_discounts: float32 [T, B] 0/1 environment discount of transition t -> t+1.
+      mask: float32 [T, B] 1 for real transitions, 0 for LAST -> FIRST reset transitions.
+      config: LossConfig.
+      popart_mu: float32 [B] or None: PopArt μ of each unroll's task.
+      popart_sigma: float32 [B] or None: PopArt σ of each unroll's task.
+
+    Returns:
+      (total loss scalar, logs): pg_loss, baseline_loss, entropy_loss (the summed terms), and means over the
+      real steps: entropy, mean_rho (π/μ), clipped_rho_fraction (ρ > ρ̄), mean_vs (unnormalised),
+      mean_advantage (the advantage the policy gradient used); plus "vs" float32 [T, B], the unnormalised
+      targets for PopArt statistics.
+    """
+    if (popart_mu is None) != (popart_sigma is None):
+        raise ValueError("give both popart_mu and popart_sigma, or neither")
+    target_logits = tf.convert_to_tensor(target_logits, tf.float32)
+    baseline = tf.convert_to_tensor(baseline, tf.float32)
+    bootstrap_value = tf.convert_to_tensor(bootstrap_value, tf.float32)
+    behaviour_logits = tf.convert_to_tensor(behaviour_logits, tf.float32)
+    actions = tf.convert_to_tensor(actions, tf.int32)
+    env_discounts = tf.convert_to_tensor(env_discounts, tf.float32)
+    real = tf.convert_to_tensor(mask, tf.float32) > 0
+
+    rewards = clip_rewards(rewards, config.reward_clipping)
+    discounts = config.discount * env_discounts
+
+    target_log_probs = vtrace.action_log_probs(target_logits, actions)
+    behaviour_log_probs = vtrace.action_log_probs(behaviour_logits, actions)
+    log_rhos = tf.stop_gradient(target_log_probs) - behaviour_log_probs
+    rhos = tf.exp(log_rhos)
+
+    if popart_mu is None:
+        values, bootstrap = baseline, bootstrap_value
+    else:
+        popart_mu = tf.convert_to_tensor(popart_mu, tf.float32)
+        popart_sigma = tf.convert_to_tensor(popart_sigma, tf.float32)
+        values = popart_sigma * baseline + popart_mu
+        bootstrap = popart_sigma * bootstrap_value + popart_mu
+
+    if config.correction == "vtrace":
+        trace_log_rhos = log_rhos
+        clip_rho, clip_pg_rho = config.clip_rho_threshold, config.clip_pg_rho_threshold
+    else:
+        # On-policy targets: ρ = c = 1 regardless of thresholds (a ρ̄ < 1 would otherwise still scale them).
+        trace_log_rhos = tf.zeros_like(log_rhos)
+        clip_rho, clip_pg_rho = None, None
+    trace_log_rhos = tf.where(real, trace_log_rhos, _MASKED_LOG_RHO)
+    returns = vtrace.from_importance_weights(
+        log_rhos=trace_log_rhos,
+        discounts=discounts,
+        rewards=rewards,
+        values=values,
+        bootstrap_value=bootstrap,
+        clip_rho_threshold=clip_rho,
+        clip_pg_rho_threshold=clip_pg_rho,
+    )
+    vs, pg_advantages = returns.vs, returns.pg_advantages
+    if config.correction == "is1":
+        pg_advantages = tf.stop_gradient(rhos) * pg_advantages
+    # Zeroed, not only masked in the sum: a masked step's ρ may be NaN, and it is a factor of the gradient.
+    pg_advantages = tf.where(real, pg_advantages, tf.zeros_like(pg_advantages))
+
+    if popart_mu is None:
+        normalised_vs = vs
+    else:
+        normalised_vs = (vs - popart_mu) / popart_sigma
+        pg_advantages = pg_advantages / popart_sigma
+
+    if config.correction == "epsilon":
+        pg_log_probs = tf.math.log(tf.exp(target_log_probs) + config.epsilon)
+    else:
+        pg_log_probs = target_log_probs
+
+    pg_loss = -_masked_sum(pg_log_probs * pg_advantages, real)
+    baseline_loss = config.baseline_cost * 0.5 * _masked_sum(tf.square(normalised_vs - baseline), real)
+    neg_entropy = negative_entropy(target_logits)
+    entropy_loss = config.entropy_cost * _masked_sum(neg_entropy, real)
+    total_loss = pg_loss + baseline_loss + entropy_loss
+
+    num_real = tf.maximum(tf.reduce_sum(tf.cast(real, tf.float32)), 1.0)
+    if config.clip_rho_threshold is None:
+        clipped_rhos = tf.zeros_like(rhos)
+    else:
+        clipped_rhos = tf.cast(rhos > config.clip_rho_threshold, tf.float32)
+    logs = {
+        "pg_loss": pg_loss,
+        "baseline_loss": baseline_loss,
+        "entropy_loss": entropy_loss,
+        "entropy": -_masked_sum(neg_entropy, real) / num_real,
+        "mean_rho": tf.stop_gradient(_masked_sum(rhos, real)) / num_real,
+        "clipped_rho_fraction": _masked_sum(clipped_rhos, real) / num_real,
+        "mean_vs": _masked_sum(vs, real) / num_real,
+        "mean_advantage": _masked_sum(pg_advantages, real) / num_real,
+        "vs": vs,
+    }
+    return total_loss, logs

@@ -1,0 +1,25 @@
+"""Benchmark suites: which games one agent trains on (data), plus one thin absl binary per built-in suite."""
+
+from suites.registry import (
+    ACTION_SETS,
+    BACKENDS,
+    PROTOCOLS,
+    SUITE_NAMES,
+    Suite,
+    atari57_games,
+    atari_human_random,
+    get_suite,
+    load_suite_file,
+)
+
+__all__ = [
+    "ACTION_SETS",
+    "BACKENDS",
+    "PROTOCOLS",
+    "SUITE_NAMES",
+    "Suite",
+    "atari57_games",
+    "atari_human_random",
+    "get_suite",
+    "load_suite_file",
+]
