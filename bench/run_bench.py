@@ -124,9 +124,10 @@ def bench_learner(name: str, unroll_length: int, batch_size: int, xla: bool, cal
     learner = learner_lib.Learner(
         network,
         LossConfig(),
-        learner_lib.OptimizerConfig(total_frames=10**12),
+        learner_lib.OptimizerConfig(),
+        total_frames=10**12,
         frames_per_step=FRAMES_PER_STEP,
-        jit_compile=xla,
+        xla=xla,
     )
     batch = synthetic_batch(unroll_length, batch_size, network.state_size)
 

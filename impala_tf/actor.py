@@ -35,7 +35,7 @@ class ActingPolicy:
         self.network = network
         self.version = -1
         self._reward_clipping = reward_clipping
-        self._seed = np.array([seed, 0], np.int64)
+        self._seed = np.array([seed % 2**31, 0], np.int32)  # XLA's stateless sampling takes int32 seeds
         self._calls = 0
         self._step = tf.function(self._step_impl, jit_compile=xla)
 
@@ -58,7 +58,7 @@ class ActingPolicy:
     def step(self, timestep: BatchedTimeStep, prev_action, task_id, state):
         """Returns (action int32 [N], behaviour_logits float32 [N, A], new_state [2, N, H])."""
         self._calls += 1
-        self._seed[1] = self._calls
+        self._seed[1] = self._calls % 2**31
         action, logits, new_state = self._step(
             timestep.observation, prev_action, timestep.reward, timestep.step_type, task_id, state, self._seed
         )

@@ -7,7 +7,6 @@ wrong): restoring tries the newest first and falls back, warning with the name o
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -55,18 +54,26 @@ class RunCheckpoints:
         return None
 
 
-def latest_valid_checkpoint(directory: str | Path, network: tf.Module) -> str:
-    """Restores `network` (only) from the newest readable checkpoint in `directory`; returns its path."""
+def restore_network(directory: str | Path, network: tf.Module) -> tuple[str, int]:
+    """Restores `network` (only) from the newest readable checkpoint in `directory`.
+
+    Returns (checkpoint path, frames trained). The network's variables are tracked through the learner that
+    owns them, so a throw-away Learner around `network` reads the checkpoint; its optimiser state is dropped.
+    """
+    from impala_tf import learner as learner_lib
+    from impala_tf.losses import LossConfig
+
     directory = Path(directory)
     state = tf.train.get_checkpoint_state(str(directory))
     paths = list(reversed(state.all_model_checkpoint_paths)) if state else []
     if not paths:
         raise CheckpointError(f"no checkpoint in {directory}")
-    checkpoint = tf.train.Checkpoint(learner=tf.train.Checkpoint(network=network))
+    holder = learner_lib.Learner(network, LossConfig(), learner_lib.OptimizerConfig(), total_frames=1, xla=False)
+    checkpoint = tf.train.Checkpoint(learner=holder)
     for path in paths:
         try:
             checkpoint.restore(path).expect_partial().assert_existing_objects_matched()
-            return path
+            return path, int(holder.num_frames.numpy())
         except (tf.errors.OpError, ValueError, AssertionError) as error:
             if _is_shape_mismatch(error):
                 raise CheckpointError(f"checkpoint {path} does not fit this network: {_first_line(error)}") from None
@@ -79,8 +86,8 @@ def init_network_from(run_dir: str | Path, network: tf.Module) -> str:
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise CheckpointError(f"--init_from={run_dir} is not a run directory (no config.json)")
-    json.loads((run_dir / "config.json").read_text())
-    return latest_valid_checkpoint(run_dir / "checkpoints", network)
+    path, _ = restore_network(run_dir / "checkpoints", network)
+    return path
 
 
 def _is_shape_mismatch(error: Exception) -> bool:

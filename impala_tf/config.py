@@ -34,7 +34,13 @@ flags.DEFINE_integer("max_actor_restarts", 10, "Stop the run after this many act
 flags.DEFINE_integer("unroll_length", 20, "Unroll length T (agent steps).")
 flags.DEFINE_integer("batch_size", 32, "Unrolls per learner batch B.")
 flags.DEFINE_integer("queue_capacity", 0, "Unrolls buffered between actors and learner (0: 2 x batch_size).")
-flags.DEFINE_bool("xla", True, "jit-compile the learner step and the actors' inference with XLA.")
+flags.DEFINE_enum(
+    "xla",
+    "auto",
+    ["auto", "on", "off"],
+    "jit-compile the learner step and the actors' inference with XLA. auto: on with a GPU, off on CPU, where "
+    "XLA measured 2-3x slower (bench/NOTES.md).",
+)
 flags.DEFINE_integer("learner_devices", 1, "Learner replicas (tf.distribute.MirroredStrategy when > 1).")
 
 # Network.
@@ -109,3 +115,13 @@ def set_suite_defaults(defaults: dict[str, Any]) -> None:
 def flag_values_dict() -> dict[str, Any]:
     """The resolved training flags (only the ones this module defines), for config.json."""
     return {flag.name: flag.value for flag in FLAGS.get_flags_for_module(__name__)}
+
+
+def use_xla(value: str | None = None) -> bool:
+    """Resolves --xla: `auto` means XLA exactly when TensorFlow sees a GPU."""
+    value = value or FLAGS.xla
+    if value == "auto":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    return value == "on"

@@ -15,16 +15,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 from absl import app, flags
 
-from impala_tf import agent, checkpoints, writers
+from impala_tf import agent, checkpoints, config, writers
 from impala_tf.actor import ActingPolicy
 from impala_tf.envs.base import StepType
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("logdir", None, "Run directory to evaluate.")
+# --logdir is the training flag of impala_tf.config (one definition of each flag).
+del config
 flags.DEFINE_integer("episodes", None, "Games per task (default: the run's --eval_episodes, else 3).")
 flags.DEFINE_integer("eval_seed", 12345, "Seed of the evaluation environments and action sampling.")
 flags.DEFINE_string("agent", None, "Agent name in eval_summary.json (default: the run directory's name).")
@@ -103,8 +103,7 @@ def evaluate_run(logdir: Path, episodes: int | None, seed: int, agent_name: str 
     probe = agent.make_env(spec, [0], seed)
     network = agent.make_network(spec, probe)
     probe.close()
-    path = checkpoints.latest_valid_checkpoint(logdir / "checkpoints", network)
-    trained_frames = _frames_of_checkpoint(path)
+    path, trained_frames = checkpoints.restore_network(logdir / "checkpoints", network)
     policy = ActingPolicy(network, spec.reward_clipping, seed=seed, xla=spec.xla)
     start = time.time()
     results = play_games(spec, policy.step, policy.initial_state, episodes, seed)
@@ -129,14 +128,6 @@ def evaluate_run(logdir: Path, episodes: int | None, seed: int, agent_name: str 
     writers.atomic_write_text(logdir / "eval_scores.csv", writers.csv_text(rows, ["task", "episode", "score", "frames"]))
     writers.atomic_write_json(logdir / "eval_summary.json", summary)
     return summary
-
-
-def _frames_of_checkpoint(path: str) -> int:
-    reader = tf.train.load_checkpoint(path)
-    for key in reader.get_variable_to_shape_map():
-        if key.startswith("learner/num_frames"):
-            return int(reader.get_tensor(key))
-    return 0
 
 
 def main(argv):

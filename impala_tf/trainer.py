@@ -62,7 +62,7 @@ def run_spec_from_flags(suite) -> agent.RunSpec:
         num_actors=FLAGS.num_actors,
         envs_per_actor=FLAGS.envs_per_actor,
         env_threads=FLAGS.env_threads,
-        xla=FLAGS.xla,
+        xla=config.use_xla(),
     )
 
 
@@ -78,19 +78,15 @@ def loss_config_from_flags() -> LossConfig:
     )
 
 
-def optimizer_config_from_flags(total_frames: int) -> learner_lib.OptimizerConfig:
+def optimizer_config_from_flags() -> learner_lib.OptimizerConfig:
     return learner_lib.OptimizerConfig(
         learning_rate=FLAGS.learning_rate,
-        total_frames=total_frames,
         decay=FLAGS.rmsprop_decay,
         momentum=FLAGS.rmsprop_momentum,
         epsilon=FLAGS.rmsprop_epsilon,
-        max_global_norm=FLAGS.max_grad_norm,
+        max_grad_norm=FLAGS.max_grad_norm,
     )
 
-
-# Consecutive skipped (non-finite) updates after which the run stops instead of spinning.
-MAX_NONFINITE_STREAK = 20
 
 # Flags that fix the network's variables: a resumed run (or --init_from) must agree on them.
 SHAPE_FLAGS = ("network", "use_lstm", "popart")
@@ -192,9 +188,10 @@ class Trainer:
         self.learner = learner_lib.Learner(
             network,
             loss_config_from_flags(),
-            optimizer_config_from_flags(self.total_frames),
+            optimizer_config_from_flags(),
+            total_frames=self.total_frames,
             frames_per_step=self.frames_per_step,
-            jit_compile=self.spec.xla,
+            xla=self.spec.xla,
         )
         # Created only now, after every check, so that a rejected command writes nothing.
         try:
@@ -273,7 +270,7 @@ class Trainer:
                 logs = self.learner.step(batch)
                 runtime.after_update()
                 nonfinite_streak = nonfinite_streak + 1 if float(logs["nonfinite"]) else 0
-                if nonfinite_streak >= MAX_NONFINITE_STREAK:
+                if nonfinite_streak >= learner_lib.MAX_NONFINITE_STREAK:
                     print(
                         f"error: {nonfinite_streak} consecutive updates with a non-finite loss or gradient were "
                         "skipped; stopping (the last good checkpoint is intact)",

@@ -6,8 +6,6 @@ from suites.registry import (
     PROTOCOLS,
     SUITE_NAMES,
     Suite,
-    atari57_games,
-    atari_human_random,
     get_suite,
     load_suite_file,
 )
@@ -18,8 +16,6 @@ __all__ = [
     "PROTOCOLS",
     "SUITE_NAMES",
     "Suite",
-    "atari57_games",
-    "atari_human_random",
     "get_suite",
     "load_suite_file",
 ]

@@ -10,14 +10,14 @@ user's JSON file:
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import functools
 import json
 import os
-from collections.abc import Mapping, Sequence
-from importlib import resources
+from collections.abc import Sequence
 from typing import Any
+
+from impala_tf import reference as reference_scores
 
 BACKENDS = ("atari", "minatar", "catch")
 ACTION_SETS = ("full", "minimal")
@@ -29,6 +29,7 @@ MINATAR_GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 CATCH_GAMES = ("catch",)
 MIN_ALE_PY = "0.12"
 
+# Read through impala_tf.reference, the package's one reader of impala_tf/data/.
 ATARI_REFERENCE_SOURCE = (
     "impala_tf/data/atari57_human_random.csv: random and human scores of google-deepmind/dqn_zoo "
     "dqn_zoo/atari_data.py (commit 45061f4); 1-30 no-op starts, 108,000-frame cap"
@@ -129,7 +130,7 @@ def check_game(backend: str, game: str) -> None:
         valid = CATCH_GAMES
     elif backend == "atari":
         valid = _ale_rom_ids()
-        if game not in valid and game in atari57_games():
+        if game not in valid and game in reference_scores.atari57_games():
             import ale_py
 
             raise ValueError(
@@ -149,29 +150,11 @@ def _ale_rom_ids() -> tuple[str, ...]:
     return tuple(roms.get_all_rom_ids())
 
 
-def _read_data_csv(filename: str) -> list[dict[str, str]]:
-    text = resources.files("impala_tf").joinpath("data", filename).read_text()
-    return list(csv.DictReader(text.splitlines()))
-
-
-@functools.cache
-def atari57_games() -> tuple[str, ...]:
-    """The 57 games of the Atari-57 benchmark, as ale-py ROM ids, in the order of atari57_envs.csv."""
-    return tuple(row["ale_rom_id"] for row in _read_data_csv("atari57_envs.csv"))
-
-
-@functools.cache
-def atari_human_random() -> Mapping[str, tuple[float, float]]:
-    """game -> (random score, human score); see ATARI_REFERENCE_SOURCE."""
-    rows = _read_data_csv("atari57_human_random.csv")
-    return {row["game"]: (float(row["random"]), float(row["human"])) for row in rows}
-
-
 def _atari_suite(
     name: str, games: Sequence[str], protocol: str = "impala", action_set: str = "full"
 ) -> Suite:
-    table = atari_human_random()
-    reference = {g: table[g] for g in games if g in table}
+    table = reference_scores.atari57_human_random()
+    reference = {g: (table[g].low, table[g].high) for g in games if g in table}
     return Suite(
         name=name,
         games=tuple(games),
@@ -217,7 +200,7 @@ _BUILDERS = {"atari": _atari_suite, "minatar": _minatar_suite, "catch": _catch_s
 
 _BUILTIN = {
     "atari57": lambda: dataclasses.replace(
-        _atari_suite("atari57", atari57_games()), default_flags=dict(_ATARI57_FLAGS)
+        _atari_suite("atari57", reference_scores.atari57_games()), default_flags=dict(_ATARI57_FLAGS)
     ),
     # Aitchison, Sweetser & Hutter 2022, "Atari-5": five games whose scores predict the Atari-57 median.
     "atari5": lambda: _atari_suite(

@@ -241,6 +241,16 @@ def test_corrections_differ_on_off_policy_data():
     np.testing.assert_allclose(is1_logs["baseline_loss"], none_logs["baseline_loss"], rtol=1e-6)
 
 
+@pytest.mark.parametrize("correction", ["none", "epsilon", "is1"])
+def test_uncorrected_value_targets_ignore_rho_thresholds(correction):
+    batch = make_batch(seed=15)
+    _, logs, _, _ = loss_and_gradients(batch, LossConfig(correction=correction))
+    thresholds = dict(clip_rho_threshold=0.3, clip_pg_rho_threshold=0.2)
+    _, low_logs, _, _ = loss_and_gradients(batch, LossConfig(correction=correction, **thresholds))
+    np.testing.assert_allclose(low_logs["vs"], logs["vs"], rtol=1e-6)
+    np.testing.assert_allclose(low_logs["pg_loss"], logs["pg_loss"], rtol=1e-6)
+
+
 def test_is1_weights_each_advantage_by_its_unclipped_importance_weight():
     batch = make_batch(seed=6)
     batch["mask"][:] = 1.0
@@ -321,8 +331,9 @@ def test_next_episode_does_not_leak_into_targets_before_a_reset(correction):
     assert not np.allclose(changed_logs["vs"][3:, 1], logs["vs"][3:, 1])
 
 
+@pytest.mark.parametrize("correction", losses.CORRECTIONS)
 @pytest.mark.parametrize("illegal_logit", [-1e9, np.finfo(np.float32).min, -np.inf])
-def test_illegal_actions_have_zero_probability_and_no_nan(illegal_logit):
+def test_illegal_actions_have_zero_probability_and_no_nan(illegal_logit, correction):
     batch = make_batch(seed=10)
     batch["actions"] = np.minimum(batch["actions"], 2)  # actions 3 and 4 are illegal and never taken
     for name in ("target_logits", "behaviour_logits"):
@@ -330,7 +341,7 @@ def test_illegal_actions_have_zero_probability_and_no_nan(illegal_logit):
         batch[name][..., 3:] = illegal_logit
     # The masked step's (ignored) action may be illegal.
     batch["actions"][2, 1] = 4
-    total, logs, grad_logits, grad_baseline = loss_and_gradients(batch, LossConfig())
+    total, logs, grad_logits, grad_baseline = loss_and_gradients(batch, LossConfig(correction=correction))
     for value in (total, grad_logits, grad_baseline, *logs.values()):
         assert np.all(np.isfinite(value))
     np.testing.assert_array_equal(grad_logits[..., 3:], 0.0)

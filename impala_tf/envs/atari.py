@@ -83,7 +83,7 @@ def check_rom(game: str) -> None:
     rom_ids = roms.get_all_rom_ids()
     if game in rom_ids:
         return
-    from suites.registry import atari57_games
+    from impala_tf.reference import atari57_games
 
     if game in atari57_games():
         raise ValueError(
@@ -161,6 +161,8 @@ class AtariBatchedEnv(BatchedEnv):
     ):
         from ale_py.vector_env import AtariVectorEnv
 
+        if not np.little_endian:
+            raise RuntimeError("the Atari frame stack assumes a little-endian machine")
         self.games = tuple(games)
         self.protocol = get_protocol(protocol)
         if action_set not in ACTION_SETS:
@@ -216,6 +218,7 @@ class AtariBatchedEnv(BatchedEnv):
                 life_loss_info=self.protocol.life_loss_ends_episode,
                 reward_clipping=False,
                 use_fire_reset=self.protocol.fire_reset,
+                stack_num=1,  # stacked below, straight into the channels-last layout
             )
             self._groups.append(_GameGroup(vector_env, int(task), index))
         self._seeds = env_seeds(seed, self.num_envs)
@@ -229,7 +232,8 @@ class AtariBatchedEnv(BatchedEnv):
         self._after_last = np.zeros(n, bool)  # the previous emitted step was LAST: this one is FIRST
         self._pending_last = np.zeros(n, bool)  # the game ended during a FIRST step: emit that LAST now
         self._pending_discount = np.zeros(n, np.float32)
-        self._observation = np.zeros((n, *OBSERVATION_SHAPE), np.uint8)
+        self._stack = np.zeros((n, *OBSERVATION_SHAPE[:2]), np.uint32)  # see _stacked_observation
+        self._observation = np.zeros((n, *OBSERVATION_SHAPE), np.uint8)  # what the last step returned
         self._finished: deque[EpisodeStats] = deque(maxlen=100_000)
         self._in_flight = False
 
@@ -247,11 +251,11 @@ class AtariBatchedEnv(BatchedEnv):
         if self._in_flight:
             self.step_wait()
         n = self.num_envs
-        observation = np.empty((n, *OBSERVATION_SHAPE), np.uint8)
+        frames = np.empty((n, *OBSERVATION_SHAPE[:2]), np.uint8)
         for group in self._groups:
             seeds = self._seeds[group.env_index] if not self._seeded else None
             obs, info = group.vector_env.reset(seed=seeds)
-            observation[group.where] = obs.transpose(0, 2, 3, 1)
+            frames[group.where] = obs[:, 0]
             self.lives[group.where] = info["lives"]
             self.game_frames[group.where] = info["episode_frame_number"]
             self._frame_number[group.where] = info["frame_number"]
@@ -259,6 +263,7 @@ class AtariBatchedEnv(BatchedEnv):
         self.game_returns[:] = 0
         self._after_last[:] = False
         self._pending_last[:] = False
+        observation = self._stacked_observation(frames, np.ones(n, bool))
         self._observation = observation
         zeros = np.zeros(n, np.float32)
         return BatchedTimeStep(np.full(n, _FIRST, np.uint8), zeros, zeros.copy(), observation)
@@ -284,20 +289,18 @@ class AtariBatchedEnv(BatchedEnv):
 
     def step_wait(self) -> BatchedTimeStep:
         n = self.num_envs
-        single = len(self._groups) == 1
-        if single:
+        if len(self._groups) == 1:
             obs, reward, terminated, truncated, info = self._groups[0].vector_env.recv()
-            # A strided view, not a copy: consumers copy it into their own buffers anyway.
-            observation = obs.transpose(0, 2, 3, 1)
+            frames = obs[:, 0]
             lives, episode_frame, frame = info["lives"], info["episode_frame_number"], info["frame_number"]
         else:
-            observation = np.empty((n, *OBSERVATION_SHAPE), np.uint8)
+            frames = np.empty((n, *OBSERVATION_SHAPE[:2]), np.uint8)
             reward, terminated, truncated = np.empty(n, np.int32), np.empty(n, bool), np.empty(n, bool)
             lives, episode_frame, frame = np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n, np.int64)
             for group in self._groups:
                 obs, r, term, trunc, info = group.vector_env.recv()
                 w = group.where
-                observation[w] = obs.transpose(0, 2, 3, 1)
+                frames[w] = obs[:, 0]
                 reward[w], terminated[w], truncated[w] = r, term, trunc
                 lives[w], episode_frame[w], frame[w] = (
                     info["lives"],
@@ -321,6 +324,7 @@ class AtariBatchedEnv(BatchedEnv):
         self.game_frames[:] = episode_frame
         self._frame_number[:] = frame
         self.lives[:] = lives
+        observation = self._stacked_observation(frames, new_game)
 
         # Learning-episode labels.
         ended = terminated | truncated
@@ -343,6 +347,21 @@ class AtariBatchedEnv(BatchedEnv):
         self._after_last = step_type == _LAST
         self._observation = observation
         return BatchedTimeStep(step_type, reward, discount, observation)
+
+    def _stacked_observation(self, frames: np.ndarray, new_game: np.ndarray) -> np.ndarray:
+        """Pushes frames uint8 [N, 84, 84] onto the frame stacks; returns uint8 [N, 84, 84, 4], oldest first.
+
+        One uint32 per pixel holds its 4 stacked frames, byte k = frame k (little-endian), so pushing a frame
+        is a shift and an or: no strided transpose of [N, 4, 84, 84]. A new game starts from zeros, as
+        ale-py's own frame stack does.
+        """
+        older = self._stack >> 8
+        older[new_game] = 0
+        stack = frames.astype(np.uint32)
+        stack <<= 24
+        stack |= older
+        self._stack = stack
+        return stack.view(np.uint8).reshape(len(stack), *OBSERVATION_SHAPE)
 
     def pop_finished_episodes(self) -> list[EpisodeStats]:
         finished = list(self._finished)
@@ -429,13 +448,10 @@ def measure_env_fps(
             env.reset(seed=1 + seed)
             env.send(rng.integers(0, NUM_FULL_ACTIONS, env.batch_size, dtype=np.int32))
         half = num_envs // 2
+        # Each half steps while Python serves the other, so each gets all the threads.
         ours = [
-            AtariBatchedEnv(
-                games, task_ids[:half], seed, protocol=protocol, num_threads=num_threads // 2 or 1
-            ),
-            AtariBatchedEnv(
-                games, task_ids[half:], seed + 1, protocol=protocol, num_threads=num_threads // 2 or 1
-            ),
+            AtariBatchedEnv(games, task_ids[:half], seed, protocol=protocol, num_threads=num_threads),
+            AtariBatchedEnv(games, task_ids[half:], seed + 1, protocol=protocol, num_threads=num_threads),
         ]
         for env in ours:
             env.reset()
@@ -455,8 +471,9 @@ def measure_env_fps(
                 env.step_async(rng.integers(0, NUM_FULL_ACTIONS, half, dtype=np.int32))
             return num_envs
 
+    # Short alternating slices: on a shared machine both sides see the same background load.
     timed = {"raw": [0, 0.0], "interface": [0, 0.0]}
-    slices = 10
+    slices = max(10, round(seconds / 0.2))
     for _ in range(slices):
         for name, step in (("raw", raw_step), ("interface", our_step)):
             steps, start = 0, time.perf_counter()

@@ -27,11 +27,11 @@ class UnrollQueue:
 
     def __init__(self, capacity: int, stop: threading.Event):
         self._queue: queue.Queue[Unroll] = queue.Queue(maxsize=capacity)
-        self._stop = stop
+        self._stop_event = stop
 
     def put(self, unroll: Unroll) -> bool:
         """Blocks while full; returns False if the run is stopping."""
-        while not self._stop.is_set():
+        while not self._stop_event.is_set():
             try:
                 self._queue.put(unroll, timeout=_POLL_SECS)
                 return True
@@ -41,7 +41,7 @@ class UnrollQueue:
 
     def __iter__(self) -> Iterator[Unroll]:
         """Yields unrolls until the run stops (the learner's tf.data generator)."""
-        while not self._stop.is_set():
+        while not self._stop_event.is_set():
             try:
                 yield self._queue.get(timeout=_POLL_SECS)
             except queue.Empty:
@@ -112,13 +112,13 @@ class ActorThread(threading.Thread):
         self.actor_id = actor_id
         self._make_actor = make_actor
         self._queue = unroll_queue
-        self._stop = stop
+        self._stop_event = stop
         self._failures = failures
         self.steps = 0
         self.restarts = 0
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stop_event.is_set():
             actor = None
             try:
                 actor = self._make_actor(self.actor_id, self.restarts)
@@ -128,10 +128,10 @@ class ActorThread(threading.Thread):
                             return
                     self.steps += len(unrolls) * actor.unroll_length
             except BaseException as error:  # noqa: BLE001 - any actor error restarts the actor
-                if self._stop.is_set():
+                if self._stop_event.is_set():
                     return
                 if not self._failures.record(self.actor_id, error):
-                    self._stop.set()
+                    self._stop_event.set()
                     return
                 self.restarts += 1
             finally:
@@ -152,7 +152,7 @@ class LocalRuntime:
         queue_capacity: int,
         max_restarts: int,
     ):
-        self._stop = stop
+        self._stop_event = stop
         self._queue = UnrollQueue(queue_capacity, stop)
         self._params = ParamServer(snapshot_fn)
         self._failures = ActorFailures(max_restarts)
@@ -186,7 +186,7 @@ class LocalRuntime:
         }
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
+        self._stop_event.set()
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(timeout)

@@ -90,7 +90,7 @@ class RayRuntime:
         self._spec = spec
         self._snapshot_fn = snapshot_fn
         self._on_episode = on_episode
-        self._stop = stop
+        self._stop_event = stop
         self._queue = UnrollQueue(queue_capacity, stop)
         self._failures = ActorFailures(max_restarts)
         self._address = address
@@ -132,7 +132,7 @@ class RayRuntime:
             for i in range(len(self._workers)):
                 for _ in range(self._in_flight):
                     pending[self._request(i)] = i
-            while not self._stop.is_set():
+            while not self._stop_event.is_set():
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.2)
                 if not ready:
                     continue
@@ -169,7 +169,7 @@ class RayRuntime:
         if died:
             self._deaths += 1
         if not self._failures.record(worker_index, error):
-            self._stop.set()
+            self._stop_event.set()
             return False
         return True
 
@@ -195,7 +195,7 @@ class RayRuntime:
         }
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
+        self._stop_event.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
         for worker in self._workers:
