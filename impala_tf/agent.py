@@ -12,6 +12,7 @@ import numpy as np
 from impala_tf import envs, networks
 from impala_tf.actor import Actor, ActingPolicy, ParamSnapshot
 from impala_tf.envs.base import BatchedEnv, EpisodeStats
+from impala_tf.envs.wrappers import ScaledRewards
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +30,7 @@ class RunSpec:
     envs_per_actor: int
     env_threads: int = 0
     xla: bool = True
+    reward_scale: tuple[tuple[str, float], ...] = ()  # (game, factor) pairs; see --reward_scale
 
     @property
     def num_tasks(self) -> int:
@@ -60,7 +62,7 @@ class RunSpec:
 
 
 def make_env(spec: RunSpec, task_ids: list[int], seed: int) -> BatchedEnv:
-    return envs.make_batched_env(
+    env = envs.make_batched_env(
         spec.suite,
         task_ids,
         seed,
@@ -68,6 +70,13 @@ def make_env(spec: RunSpec, task_ids: list[int], seed: int) -> BatchedEnv:
         action_set=spec.action_set,
         num_threads=spec.env_threads,
     )
+    if spec.reward_scale:
+        scales = dict(spec.reward_scale)
+        unknown = sorted(set(scales) - set(spec.suite.games))
+        if unknown:
+            raise ValueError(f"--reward_scale names games outside the suite: {', '.join(unknown)}")
+        env = ScaledRewards(env, np.array([scales.get(g, 1.0) for g in spec.suite.games]))
+    return env
 
 
 def make_network(spec: RunSpec, env: BatchedEnv) -> networks.ImpalaNetwork:

@@ -57,6 +57,12 @@ flags.DEFINE_float("clip_rho_threshold", 1.0, "V-trace rho-bar (value targets)."
 flags.DEFINE_float("clip_pg_rho_threshold", 1.0, "V-trace pg-rho-bar (policy gradient).")
 flags.DEFINE_bool("popart", False, "PopArt multi-task value normalisation (Hessel et al. 2019).")
 flags.DEFINE_float("popart_step_size", 3e-4, "PopArt statistics step size beta.")
+flags.DEFINE_list(
+    "reward_scale",
+    [],
+    "Multiply the rewards the learner sees, per game: GAME=FACTOR,... (scores stay raw). For reward-scale "
+    "experiments such as PopArt's.",
+)
 
 # Optimiser.
 flags.DEFINE_float("learning_rate", 6e-4, "Initial learning rate, annealed linearly to 0 over total_frames.")
@@ -102,6 +108,7 @@ def validate(values: Any = None) -> None:
     for name in ("baseline_cost", "entropy_cost", "learning_rate", "rmsprop_epsilon", "max_grad_norm"):
         if getattr(f, name) < 0:
             raise flags.ValidationError(f"--{name} must be >= 0, got {getattr(f, name)}")
+    parse_reward_scales(f.reward_scale)
     if not f.logdir:
         raise flags.ValidationError("--logdir is required")
 
@@ -125,3 +132,17 @@ def use_xla(value: str | None = None) -> bool:
 
         return bool(tf.config.list_physical_devices("GPU"))
     return value == "on"
+
+
+def parse_reward_scales(items: list[str]) -> dict[str, float]:
+    """`["pong=10", "breakout=0.1"]` -> {"pong": 10.0, "breakout": 0.1}; a usage error when malformed."""
+    scales = {}
+    for item in items:
+        game, sep, value = item.partition("=")
+        try:
+            scales[game] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not game:
+            raise flags.ValidationError(f"--reward_scale expects GAME=FACTOR items, got {item!r}")
+    return scales

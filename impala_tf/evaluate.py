@@ -24,7 +24,6 @@ from impala_tf.envs.base import StepType
 FLAGS = flags.FLAGS
 
 # --logdir is the training flag of impala_tf.config (one definition of each flag).
-del config
 flags.DEFINE_integer("episodes", None, "Games per task (default: the run's --eval_episodes, else 3).")
 flags.DEFINE_integer("eval_seed", 12345, "Seed of the evaluation environments and action sampling.")
 flags.DEFINE_string("agent", None, "Agent name in eval_summary.json (default: the run directory's name).")
@@ -59,7 +58,7 @@ def load_run_spec(logdir: Path) -> tuple[dict, agent.RunSpec]:
         unroll_length=f["unroll_length"],
         num_actors=1,
         envs_per_actor=1,
-        xla=f.get("xla", True),
+        xla=config.use_xla(f.get("xla", "auto")),
     )
     return run_config, spec
 

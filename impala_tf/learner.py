@@ -118,6 +118,7 @@ class Learner(tf.Module):
         total_frames: int,
         frames_per_step: int = 1,
         xla: bool = True,
+        popart_step_size: float = popart.STEP_SIZE,
         name: str = "learner",
     ):
         """
@@ -163,6 +164,7 @@ class Learner(tf.Module):
         else:
             self.momentum_buffer = [None] * len(self._trainable)
 
+        self.popart_step_size = popart_step_size
         self.popart_mu = self.popart_nu = None
         if network.config.num_value_heads > 1:
             mu, nu = popart.initial_statistics(network.config.num_value_heads)
@@ -236,7 +238,7 @@ class Learner(tf.Module):
     def _update_popart(self, vs: tf.Tensor, task_id: tf.Tensor, mask: tf.Tensor) -> None:
         """Moves the statistics towards this batch's targets vs [T, B], then preserves the value outputs."""
         mu_old, nu_old = self.popart_mu.read_value(), self.popart_nu.read_value()
-        mu_new, nu_new = popart.update_statistics(mu_old, nu_old, vs, task_id, mask)
+        mu_new, nu_new = popart.update_statistics(mu_old, nu_old, vs, task_id, mask, step_size=self.popart_step_size)
         kernel, bias = popart.preserve_outputs(
             self.network.value_kernel,
             self.network.value_bias,

@@ -23,7 +23,7 @@ import tensorflow as tf
 from absl import app, flags
 
 import impala_tf
-from impala_tf import agent, checkpoints, config, learner as learner_lib, writers
+from impala_tf import agent, checkpoints, config, learner as learner_lib, popart, writers
 from impala_tf.actor import snapshot_of
 from impala_tf.losses import LossConfig
 from impala_tf.unroll import Unroll, unroll_dtypes, unroll_shapes
@@ -63,6 +63,7 @@ def run_spec_from_flags(suite) -> agent.RunSpec:
         envs_per_actor=FLAGS.envs_per_actor,
         env_threads=FLAGS.env_threads,
         xla=config.use_xla(),
+        reward_scale=tuple(config.parse_reward_scales(FLAGS.reward_scale).items()),
     )
 
 
@@ -192,6 +193,7 @@ class Trainer:
             total_frames=self.total_frames,
             frames_per_step=self.frames_per_step,
             xla=self.spec.xla,
+            popart_step_size=FLAGS.popart_step_size,
         )
         # Created only now, after every check, so that a rejected command writes nothing.
         try:
@@ -367,6 +369,12 @@ class Trainer:
                 tf.summary.scalar(f"learner/{k}", v)
             for task, value in returns.items():
                 tf.summary.scalar(f"return/{task}", value)
+            if self.learner.uses_popart:
+                mu = self.learner.popart_mu.numpy()
+                sigma = popart.sigma_from_moments(self.learner.popart_mu, self.learner.popart_nu).numpy()
+                for i, task in enumerate(self.suite.games):
+                    tf.summary.scalar(f"popart_mu/{task}", mu[i])
+                    tf.summary.scalar(f"popart_sigma/{task}", sigma[i])
         writer.flush()
 
 

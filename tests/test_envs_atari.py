@@ -160,7 +160,7 @@ def test_life_loss_ends_learning_episode_but_score_spans_the_game():
     env.close()
 
 
-def test_machado_protocol_has_one_episode_per_game_no_noops_and_sticky_actions():
+def test_machado_protocol_has_one_episode_per_game_and_no_noop_starts():
     env = atari.AtariBatchedEnv(("breakout",), [0, 0], seed=2, protocol="machado")
     env.reset()
     assert np.all(env.game_frames == 0)  # no no-op starts
@@ -173,9 +173,20 @@ def test_machado_protocol_has_one_episode_per_game_no_noops_and_sticky_actions()
             break
     assert lasts == 1  # the game over, and no life-loss LASTs before it
     env.close()
-    # Sticky actions: the same seed and actions, yet a sticky env drifts from a non-sticky one.
-    assert atari.get_protocol("machado").sticky_action_prob == 0.25
-    assert atari.get_protocol("impala").sticky_action_prob == 0.0
+
+
+def test_machado_sticky_actions_make_identical_action_sequences_diverge():
+    # Without no-op starts the emulator is deterministic, so two envs fed the same actions differ only
+    # through sticky actions (each env draws its own repeats).
+    env = atari.AtariBatchedEnv(("breakout",), [0, 0], seed=0, protocol="machado")
+    env.reset()
+    rng = np.random.default_rng(0)
+    diverged = False
+    for _ in range(100):
+        timestep = env.step(np.full(2, rng.choice([3, 4]), np.int32))  # RIGHT or LEFT, the same for both
+        diverged |= not np.array_equal(timestep.observation[0], timestep.observation[1])
+    assert diverged
+    env.close()
 
 
 def test_noop_starts_differ_between_games():
