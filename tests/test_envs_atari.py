@@ -68,6 +68,7 @@ def test_specs_and_action_sets():
     assert len(atari.game_action_set("skiing", "minimal")) == atari57_action_counts()["skiing"][0]
     skiing = atari.AtariBatchedEnv(("pong", "skiing"), [1], seed=0)
     assert skiing.legal_action_mask()[1].sum() == 9 and not skiing.legal_action_mask()[1, 1]  # no FIRE
+    assert tuple(np.flatnonzero(skiing.legal_action_mask()[1])) == atari.game_action_set("skiing", "full")
     for env in (pong_full, pong_minimal, skiing):
         env.close()
 

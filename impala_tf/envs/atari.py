@@ -186,22 +186,6 @@ class AtariBatchedEnv(BatchedEnv):
         cap = max_episode_frames or self.protocol.max_episode_frames
         total_threads = num_threads or default_num_threads(self.num_envs)
 
-        self._action_sets = [game_action_set(g, action_set) for g in self.games]
-        self._num_actions = NUM_FULL_ACTIONS if action_set == "full" else len(self._action_sets[0])
-        # [num_tasks, A]: head action -> index into the game's action set; illegal actions run as NOOP.
-        self._to_game_action = np.zeros((len(self.games), self._num_actions), np.int32)
-        self._legal = np.zeros((len(self.games), self._num_actions), bool)
-        for task, actions in enumerate(self._action_sets):
-            noop = actions.index(0)
-            if action_set == "full":
-                for a in range(NUM_FULL_ACTIONS):
-                    self._to_game_action[task, a] = actions.index(a) if a in actions else noop
-                    self._legal[task, a] = a in actions
-            else:
-                self._to_game_action[task] = np.arange(len(actions))
-                self._legal[task] = True
-        self._noop = np.array([self._action_sets[t].index(0) for t in self.task_ids], np.int32)
-
         self._groups: list[_GameGroup] = []
         for task in np.unique(self.task_ids):
             index = np.flatnonzero(self.task_ids == task)
@@ -221,6 +205,27 @@ class AtariBatchedEnv(BatchedEnv):
                 stack_num=1,  # stacked below, straight into the channels-last layout
             )
             self._groups.append(_GameGroup(vector_env, int(task), index))
+        # A game's action set comes from its vector env, or (tasks no env plays) from a probe ALE.
+        played = {
+            g.task_id: tuple(int(a.value) for a in g.vector_env.ale.get_action_set()) for g in self._groups
+        }
+        self._action_sets = [
+            played.get(t) or game_action_set(g, action_set) for t, g in enumerate(self.games)
+        ]
+        self._num_actions = NUM_FULL_ACTIONS if action_set == "full" else len(self._action_sets[0])
+        # [num_tasks, A]: head action -> index into the game's action set; illegal actions run as NOOP.
+        self._to_game_action = np.zeros((len(self.games), self._num_actions), np.int32)
+        self._legal = np.zeros((len(self.games), self._num_actions), bool)
+        for task, actions in enumerate(self._action_sets):
+            noop = actions.index(0)
+            if action_set == "full":
+                for a in range(NUM_FULL_ACTIONS):
+                    self._to_game_action[task, a] = actions.index(a) if a in actions else noop
+                    self._legal[task, a] = a in actions
+            else:
+                self._to_game_action[task] = np.arange(len(actions))
+                self._legal[task] = True
+        self._noop = np.array([self._action_sets[t].index(0) for t in self.task_ids], np.int32)
         self._seeds = env_seeds(seed, self.num_envs)
         self._seeded = False
 
