@@ -224,6 +224,32 @@ def test_frame_cap_truncates_with_discount_one_and_restarts():
     env.close()
 
 
+def test_game_ending_inside_a_first_step_is_closed_on_the_next_step():
+    """A truncation that lands on the NOOP step after a life-loss LAST (emitted as FIRST) is emitted as a LAST
+    (discount 1, reward 0, the FIRST's observation) on the next step, and the new game starts after it."""
+
+    def play(cap: int, steps: int):
+        env = atari.AtariBatchedEnv(("breakout",), [0], seed=2, max_episode_frames=cap)
+        rng = np.random.default_rng(0)
+        timesteps, finished = [env.reset()], []
+        for _ in range(steps):
+            timesteps.append(env.step(rng.integers(0, 18, 1, dtype=np.int32)))
+            finished.append(env.pop_finished_episodes())
+        env.close()
+        return timesteps, finished
+
+    timesteps, _ = play(108_000, 400)
+    k = next(t for t, timestep in enumerate(timesteps) if timestep.step_type[0] == LAST)  # first life lost
+    # Same seed and actions, with the frame cap landing on step k + 1 (the FIRST after that LAST).
+    timesteps, finished = play((k + 1) * atari.FRAMES_PER_STEP, k + 3)
+    step_types = [int(t.step_type[0]) for t in timesteps[k:]]
+    assert step_types == [LAST, FIRST, LAST, FIRST]
+    assert timesteps[k].discount[0] == 0.0 and timesteps[k + 2].discount[0] == 1.0
+    assert timesteps[k + 2].reward[0] == 0.0
+    np.testing.assert_array_equal(timesteps[k + 2].observation, timesteps[k + 1].observation)
+    assert [len(f) for f in finished[k - 1 :]] == [0, 0, 1, 0]  # the game is reported once ale-py resets it
+
+
 def test_rewards_reach_the_interface_unclipped():
     env = atari.AtariBatchedEnv(("space_invaders",), [0, 0], seed=0)
     rng = np.random.default_rng(0)
