@@ -20,6 +20,15 @@ from typing import Any
 EPISODE_COLUMNS = ("task", "frames", "episode_return", "episode_frames", "wall_time")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's 0600 would hide reports from other users
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Writes `text` to `path` through a temporary file and an atomic rename (fsynced)."""
     path = Path(path)
@@ -29,6 +38,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+            os.fchmod(f.fileno(), _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -42,41 +52,33 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
 class EpisodeLog:
     """episodes.csv: one row per finished game, appended and flushed, never rewritten in place.
 
-    Resume rule: rows describe games that ended after the frame counter reached `frames`. When a run resumes from
-    a checkpoint taken at F frames, rows with frames > F belong to training that is about to be re-played, so they
-    are dropped (the file is rewritten atomically, once, before appending). A torn last line (a kill mid-write) is
-    dropped too. Hence: no duplicates, no torn rows.
+    Resume rule: a row's `frames` is the learner's frame counter when the row was written, and the trainer writes
+    a batch's rows before it checkpoints. When a run resumes from a checkpoint taken at F frames, rows with
+    frames > F belong to training that is about to be re-played, so they are dropped (the file is rewritten
+    atomically, once, before appending); rows with frames <= F are kept as they are. A torn line (a kill
+    mid-write, a full disk) is dropped too. Hence: no duplicates, no torn rows, and `frames` never decreases.
+    `dropped_rows` says how many rows the resume removed.
     """
 
     def __init__(self, path: str | os.PathLike, resume_frames: int | None = None):
         self.path = Path(path)
+        self.dropped_rows = 0
         if self.path.exists():
-            self._truncate(resume_frames or 0)
+            self.dropped_rows = self._truncate(resume_frames or 0)
         else:
             atomic_write_text(self.path, ",".join(EPISODE_COLUMNS) + "\n")
         self._file = open(self.path, "a", newline="")  # noqa: SIM115 - kept open for appends
-        self._writer = csv.writer(self._file)
+        self._writer = csv.writer(self._file, lineterminator="\n")
 
-    def _truncate(self, max_frames: int) -> None:
+    def _truncate(self, max_frames: int) -> int:
         text = self.path.read_text()
-        lines = text.split("\n")
-        kept = [",".join(EPISODE_COLUMNS)]
-        for line in lines[1:]:
-            if not line:
-                continue
-            parts = line.split(",")
-            if len(parts) != len(EPISODE_COLUMNS):
-                continue  # torn row
-            try:
-                frames = int(parts[1])
-                float(parts[2]), int(parts[3]), float(parts[4])
-            except ValueError:
-                continue
-            if frames <= max_frames:
-                kept.append(line)
-        new_text = "\n".join(kept) + "\n"
+        lines = text.split("\n")[1:]
+        rows = [line for line in lines[:-1] if line]  # lines[-1] is "" or a torn row that lacks its newline
+        kept = [line for line in rows if (frames := _row_frames(line)) is not None and frames <= max_frames]
+        new_text = "\n".join([",".join(EPISODE_COLUMNS), *kept]) + "\n"
         if new_text != text:
             atomic_write_text(self.path, new_text)
+        return len(rows) + bool(lines and lines[-1]) - len(kept)
 
     def append(self, task: str, frames: int, episode_return: float, episode_frames: int) -> None:
         self._writer.writerow([task, frames, f"{episode_return:g}", episode_frames, f"{time.time():.3f}"])
@@ -84,6 +86,18 @@ class EpisodeLog:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _row_frames(line: str) -> int | None:
+    """The frames of a complete episodes.csv row; None for a torn or malformed one."""
+    parts = line.split(",")
+    if len(parts) != len(EPISODE_COLUMNS):
+        return None
+    try:
+        float(parts[2]), int(parts[3]), float(parts[4])
+        return int(parts[1])
+    except ValueError:
+        return None
 
 
 class ReturnTracker:
@@ -151,7 +165,7 @@ def is_terminal() -> bool:
 
 def csv_text(rows: list[list[Any]], header: list[str]) -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
     return buffer.getvalue()

@@ -7,7 +7,9 @@ its own thread pools); see bench/NOTES.md for the measurements behind that choic
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import random
 import threading
 import traceback
 from collections.abc import Callable, Iterator
@@ -20,14 +22,30 @@ from impala_tf.unroll import Unroll
 log = logging.getLogger(__name__)
 
 _POLL_SECS = 0.1
+# Fault injection for tests and `make soak`: each actor raises InjectedFault after an unroll with this probability.
+FAULT_RATE_ENV = "IMPALA_TF_FAULT_RATE"
+
+
+class InjectedFault(RuntimeError):
+    """The failure that IMPALA_TF_FAULT_RATE injects into actors."""
 
 
 class UnrollQueue:
-    """Bounded FIFO of unrolls: a full queue blocks the actors (back-pressure), it never drops."""
+    """Bounded FIFO of unrolls: a full queue blocks the actors (back-pressure), it never drops.
 
-    def __init__(self, capacity: int, stop: threading.Event):
+    `producers_alive`, when given, is asked whenever the queue stays empty: once it answers False (every producer
+    has exited) iteration ends and the run stops, rather than the learner waiting forever.
+    """
+
+    def __init__(
+        self, capacity: int, stop: threading.Event, producers_alive: Callable[[], bool] | None = None
+    ):
+        if capacity < 1:
+            raise ValueError(f"queue capacity must be >= 1, got {capacity}")
         self._queue: queue.Queue[Unroll] = queue.Queue(maxsize=capacity)
         self._stop_event = stop
+        self._producers_alive = producers_alive
+        self.producers_gone = False
 
     def put(self, unroll: Unroll) -> bool:
         """Blocks while full; returns False if the run is stopping."""
@@ -45,7 +63,9 @@ class UnrollQueue:
             try:
                 yield self._queue.get(timeout=_POLL_SECS)
             except queue.Empty:
-                continue
+                if self._producers_alive is not None and not self._producers_alive():
+                    self.producers_gone = True
+                    self._stop_event.set()
 
     def qsize(self) -> int:
         return self._queue.qsize()
@@ -72,27 +92,34 @@ class ParamServer:
 
 
 class ActorFailures:
-    """Counts actor failures across threads; logs each distinct traceback once."""
+    """Counts actor failures across actors; logs each distinct failure (type and place raised) once with its
+    traceback, and its repeats in one line. Past `max_restarts` failures the run is to stop (`fatal` says why)."""
 
     def __init__(self, max_restarts: int):
         self.max_restarts = max_restarts
         self.count = 0
         self.fatal: str | None = None
-        self._seen: set[str] = set()
+        self._seen: set[tuple] = set()
         self._lock = threading.Lock()
 
     def record(self, actor_id: int, error: BaseException) -> bool:
         """Returns True if the actor may restart."""
-        text = "".join(traceback.format_exception(error))
+        frames = traceback.extract_tb(error.__traceback__)
+        where = (frames[-1].filename, frames[-1].lineno) if frames else None
+        key = (type(error).__name__, where)
         with self._lock:
             self.count += 1
-            if text not in self._seen:
-                self._seen.add(text)
-                log.error("actor %d failed (failure %d):\n%s", actor_id, self.count, text)
+            if key not in self._seen:
+                self._seen.add(key)
+                text = "".join(traceback.format_exception(error)).rstrip()
+                log.error("actor %d failed (failure %d); restarting it:\n%s", actor_id, self.count, text)
             else:
-                log.error("actor %d failed again: %s (failure %d)", actor_id, error, self.count)
+                log.error("actor %d failed again (failure %d): %r", actor_id, self.count, error)
             if self.count > self.max_restarts:
-                self.fatal = f"{self.count} actor failures (more than --max_actor_restarts={self.max_restarts}); last: {error!r}"
+                self.fatal = (
+                    f"{self.count} actor failures, more than --max_actor_restarts={self.max_restarts}; "
+                    f"the last: {type(error).__name__}: {error}"
+                )
                 return False
             return True
 
@@ -114,10 +141,12 @@ class ActorThread(threading.Thread):
         self._queue = unroll_queue
         self._stop_event = stop
         self._failures = failures
+        self._fault_rate = float(os.environ.get(FAULT_RATE_ENV) or 0.0)
         self.steps = 0
         self.restarts = 0
 
     def run(self) -> None:
+        faults = random.Random(self.actor_id)
         while not self._stop_event.is_set():
             actor = None
             try:
@@ -127,7 +156,9 @@ class ActorThread(threading.Thread):
                         if not self._queue.put(unroll):
                             return
                     self.steps += len(unrolls) * actor.unroll_length
-            except BaseException as error:  # noqa: BLE001 - any actor error restarts the actor
+                    if faults.random() < self._fault_rate:
+                        raise InjectedFault(f"injected by {FAULT_RATE_ENV}={self._fault_rate}")
+            except Exception as error:  # any actor error restarts the actor, with fresh environments
                 if self._stop_event.is_set():
                     return
                 if not self._failures.record(self.actor_id, error):
@@ -136,7 +167,14 @@ class ActorThread(threading.Thread):
                 self.restarts += 1
             finally:
                 if actor is not None:
-                    actor.env.close()
+                    _close_quietly(actor.env, self.actor_id)
+
+
+def _close_quietly(env, actor_id: int) -> None:
+    try:
+        env.close()
+    except Exception as error:  # a broken environment must not take the restart down with it
+        log.warning("actor %d: closing its environments failed: %r", actor_id, error)
 
 
 class LocalRuntime:
@@ -153,7 +191,7 @@ class LocalRuntime:
         max_restarts: int,
     ):
         self._stop_event = stop
-        self._queue = UnrollQueue(queue_capacity, stop)
+        self._queue = UnrollQueue(queue_capacity, stop, producers_alive=self._any_actor_alive)
         self._params = ParamServer(snapshot_fn)
         self._failures = ActorFailures(max_restarts)
 
@@ -168,6 +206,9 @@ class LocalRuntime:
         for thread in self._threads:
             thread.start()
 
+    def _any_actor_alive(self) -> bool:
+        return any(t.is_alive() or t.ident is None for t in self._threads)  # ident None: not started yet
+
     def unrolls(self) -> Iterator[Unroll]:
         return iter(self._queue)
 
@@ -176,6 +217,8 @@ class LocalRuntime:
 
     @property
     def fatal(self) -> str | None:
+        if self._failures.fatal is None and self._queue.producers_gone:
+            return "every actor thread has exited"
         return self._failures.fatal
 
     def stats(self) -> dict[str, int]:
