@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -30,7 +30,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from impala_tf import config, envs, learner as learner_lib, networks, trainer  # noqa: E402
+from impala_tf import config, envs, networks, trainer  # noqa: E402
+from impala_tf import learner as learner_lib
 from impala_tf.actor import ActingPolicy  # noqa: E402
 from impala_tf.envs.base import BatchedTimeStep  # noqa: E402
 from impala_tf.losses import LossConfig  # noqa: E402
@@ -167,8 +168,11 @@ def bench_loop(network: str, warmup_secs: float, window_secs: float, overrides: 
         frames1, t1 = int(run.learner.num_frames.numpy()), time.perf_counter()
         run.stop.set()
         thread.join(120)
-    return {"fps": (frames1 - frames0) / (t1 - t0), "updates_in_window": (frames1 - frames0) // max(
-        values.get("unroll_length", 20) * values.get("batch_size", 32) * FRAMES_PER_STEP, 1)}
+    return {
+        "fps": (frames1 - frames0) / (t1 - t0),
+        "updates_in_window": (frames1 - frames0)
+        // max(values.get("unroll_length", 20) * values.get("batch_size", 32) * FRAMES_PER_STEP, 1),
+    }
 
 
 def limit(env: float, inference: float, learn: float) -> float:
@@ -212,7 +216,9 @@ def main(argv):
         for xla in xla_options:
             suffix = "" if xla == loop_xla else ("_xla_on" if xla else "_xla_off")
             fps = bench_inference(name, infer_envs, xla, 1.0 if quick else 8.0)
-            record(f"infer_fps_{name}{suffix}", fps, f"inference {name}, B={infer_envs}, xla={xla} (frames/s)")
+            record(
+                f"infer_fps_{name}{suffix}", fps, f"inference {name}, B={infer_envs}, xla={xla} (frames/s)"
+            )
     for name in NETWORKS:
         for xla in xla_options:
             suffix = "" if xla == loop_xla else ("_xla_on" if xla else "_xla_off")
@@ -242,14 +248,14 @@ def main(argv):
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(f"  {'peak RSS (MB)':<58} {results['peak_rss_mb']:>12,.1f}")
     results.update(
-        date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        date=datetime.now(UTC).isoformat(timespec="seconds"),
         machine=f"{platform.node()} {platform.machine()} {os.cpu_count()} cores",
         commit=git_commit(),
         tensorflow=tf.__version__,
     )
     out_dir = Path(FLAGS.results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     name = f"{stamp}_{'quick_' if quick else ''}{'gpu' if 'GPU' in results['device'] else 'cpu'}.json"
     from impala_tf.writers import atomic_write_json
 

@@ -41,7 +41,9 @@ class ActingPolicy:
 
     def _step_impl(self, observation, prev_action, reward, step_type, task_id, state, seed):
         prev_reward = clip_rewards(reward, self._reward_clipping)
-        output, new_state = self.network.step(observation, prev_action, prev_reward, step_type, task_id, state)
+        output, new_state = self.network.step(
+            observation, prev_action, prev_reward, step_type, task_id, state
+        )
         action = tf.random.stateless_categorical(output.policy_logits, 1, seed=seed, dtype=tf.int32)[:, 0]
         return action, output.policy_logits, new_state
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from impala_tf import envs, networks
-from impala_tf.actor import Actor, ActingPolicy, ParamSnapshot
+from impala_tf.actor import ActingPolicy, Actor, ParamSnapshot
 from impala_tf.envs.base import BatchedEnv, EpisodeStats
 from impala_tf.envs.wrappers import ScaledRewards
 

@@ -81,7 +81,9 @@ def restore_network(directory: str | Path, network: tf.Module) -> tuple[str, int
     from impala_tf import learner as learner_lib
     from impala_tf.losses import LossConfig
 
-    holder = learner_lib.Learner(network, LossConfig(), learner_lib.OptimizerConfig(), total_frames=1, xla=False)
+    holder = learner_lib.Learner(
+        network, LossConfig(), learner_lib.OptimizerConfig(), total_frames=1, xla=False
+    )
     path = _restore_newest(Path(directory), tf.train.Checkpoint(learner=holder), partial=True)
     if path is None:
         raise CheckpointError(f"no checkpoint in {directory}")
@@ -107,7 +109,9 @@ def checkpoint_paths(directory: str | Path) -> list[str]:
         state = None
     if state is not None and state.all_model_checkpoint_paths:
         return list(state.all_model_checkpoint_paths)
-    found = [p for p in directory.glob(f"{_PREFIX}-*.index") if re.fullmatch(rf"{_PREFIX}-\d+\.index", p.name)]
+    found = [
+        p for p in directory.glob(f"{_PREFIX}-*.index") if re.fullmatch(rf"{_PREFIX}-\d+\.index", p.name)
+    ]
     return [str(p.with_suffix("")) for p in sorted(found, key=lambda p: _number(str(p.with_suffix(""))))]
 
 
@@ -122,7 +126,9 @@ def _restore_newest(directory: Path, checkpoint: tf.train.Checkpoint, partial: b
             status.assert_existing_objects_matched()
         except (tf.errors.OpError, ValueError, AssertionError) as error:
             if _is_shape_mismatch(error):
-                raise CheckpointError(f"checkpoint {path} does not fit this network: {_first_line(error)}") from None
+                raise CheckpointError(
+                    f"checkpoint {path} does not fit this network: {_first_line(error)}"
+                ) from None
             log.warning("checkpoint %s is unreadable (%s); trying the previous one", path, _first_line(error))
             bad.append(path)
             continue
@@ -147,7 +153,9 @@ def _set_aside_unreadable_index(directory: Path) -> None:
     if not readable:
         aside = index.with_name(f"{_INDEX}.unreadable")
         index.replace(aside)
-        log.warning("checkpoint index %s is unreadable (moved to %s); trying the checkpoint files", index, aside)
+        log.warning(
+            "checkpoint index %s is unreadable (moved to %s); trying the checkpoint files", index, aside
+        )
 
 
 def _number(path: str) -> int:

@@ -14,20 +14,32 @@ from absl import flags
 FLAGS = flags.FLAGS
 
 # Run and suite.
-flags.DEFINE_string("suite", None, "Suite name (atari57, atari5, atari_tuning6, minatar, catch) or a suite JSON file.")
+flags.DEFINE_string(
+    "suite", None, "Suite name (atari57, atari5, atari_tuning6, minatar, catch) or a suite JSON file."
+)
 flags.DEFINE_list("games", [], "Restrict the suite to these games (comma separated). Empty: every game.")
 flags.DEFINE_string("protocol", None, "Atari protocol: impala (paper) or machado. Default: the suite's.")
-flags.DEFINE_enum("action_set", None, ["full", "minimal"], "Action set. Default: the suite's (multi-task: full).")
-flags.DEFINE_integer("total_frames", None, "Frame budget (emulator frames, frameskip included). Default: suite's.")
+flags.DEFINE_enum(
+    "action_set", None, ["full", "minimal"], "Action set. Default: the suite's (multi-task: full)."
+)
+flags.DEFINE_integer(
+    "total_frames", None, "Frame budget (emulator frames, frameskip included). Default: suite's."
+)
 flags.DEFINE_integer("seed", 1, "Seed for environments, network initialisation and action sampling.")
 flags.DEFINE_string("logdir", None, "Run directory. Re-running with the same logdir resumes the run.")
-flags.DEFINE_string("init_from", None, "Initialise the network from this run directory (fine-tuning / transfer).")
+flags.DEFINE_string(
+    "init_from", None, "Initialise the network from this run directory (fine-tuning / transfer)."
+)
 
 # Actors.
 flags.DEFINE_integer("num_actors", 2, "Number of actors.")
 flags.DEFINE_integer("envs_per_actor", 16, "Environments per actor (batched inference per actor).")
-flags.DEFINE_integer("env_threads", 0, "C++ threads per Atari vector env (0: one per environment, capped by cores).")
-flags.DEFINE_enum("runtime", "local", ["local", "ray"], "Where actors run: threads of this process, or Ray actors.")
+flags.DEFINE_integer(
+    "env_threads", 0, "C++ threads per Atari vector env (0: one per environment, capped by cores)."
+)
+flags.DEFINE_enum(
+    "runtime", "local", ["local", "ray"], "Where actors run: threads of this process, or Ray actors."
+)
 flags.DEFINE_integer("max_actor_restarts", 10, "Stop the run after this many actor failures.")
 
 # Learner.
@@ -45,7 +57,9 @@ flags.DEFINE_integer("learner_devices", 1, "Learner replicas (tf.distribute.Mirr
 
 # Network.
 flags.DEFINE_enum("network", "shallow", ["shallow", "deep"], "Torso: the paper's shallow CNN or deep ResNet.")
-flags.DEFINE_bool("use_lstm", False, "Add the LSTM-256 core (ResNet-LSTM); the paper's Atari agents had none.")
+flags.DEFINE_bool(
+    "use_lstm", False, "Add the LSTM-256 core (ResNet-LSTM); the paper's Atari agents had none."
+)
 
 # Loss.
 flags.DEFINE_enum("correction", "vtrace", ["vtrace", "none", "epsilon", "is1"], "Off-policy correction.")
@@ -83,7 +97,14 @@ flags.DEFINE_float("learner_gpus", 0.0, "GPUs reserved for the learner (driver) 
 # Evaluation.
 flags.DEFINE_integer("eval_episodes", 3, "Whole games per task played by evaluation.")
 
-POSITIVE_INTS = ("num_actors", "envs_per_actor", "unroll_length", "batch_size", "learner_devices", "eval_episodes")
+POSITIVE_INTS = (
+    "num_actors",
+    "envs_per_actor",
+    "unroll_length",
+    "batch_size",
+    "learner_devices",
+    "eval_episodes",
+)
 
 
 def validate(values: Any = None) -> None:

@@ -124,7 +124,9 @@ def evaluate_run(logdir: Path, episodes: int | None, seed: int, agent_name: str 
         "mean_score": means,
         "eval_seconds": round(time.time() - start, 1),
     }
-    writers.atomic_write_text(logdir / "eval_scores.csv", writers.csv_text(rows, ["task", "episode", "score", "frames"]))
+    writers.atomic_write_text(
+        logdir / "eval_scores.csv", writers.csv_text(rows, ["task", "episode", "score", "frames"])
+    )
     writers.atomic_write_json(logdir / "eval_summary.json", summary)
     return summary
 
@@ -142,8 +144,10 @@ def main(argv):
         print(f"error: {error}", file=sys.stderr)
         return 1
     width = max(len(g) for g in summary["mean_score"])
-    print(f"evaluated {summary['agent']} at {summary['trained_frames']:,} frames "
-          f"({summary['episodes_per_task']} games per task, {summary['eval_seconds']} s):")
+    print(
+        f"evaluated {summary['agent']} at {summary['trained_frames']:,} frames "
+        f"({summary['episodes_per_task']} games per task, {summary['eval_seconds']} s):"
+    )
     for game, score in summary["mean_score"].items():
         print(f"  {game:<{width}}  {score:10.1f}")
     print(f"wrote {Path(FLAGS.logdir) / 'eval_scores.csv'} and eval_summary.json")

@@ -22,10 +22,17 @@ which the paper's released code used: the mean square starts at 1 and ε sits IN
     w   <- w − mom
 
 so ε = 0.01 caps a step at 10 · lr · |g| (Keras' RMSprop adds ε outside the root and starts ms at 0).
+
+Several devices (the paper's 8-learner setup, `mirrored_strategy`): every variable is mirrored on N devices,
+each replica runs steps 1-2 on its B/N unrolls, and the replicas all-reduce their gradients with a SUM. The
+loss is a sum over time and batch, so the summed gradient is exactly the single-device gradient of the whole
+batch; each device then applies steps 3-6 to its own copy with identical inputs, which updates the PopArt
+statistics and the counters once per step and keeps the copies equal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import tensorflow as tf
@@ -36,6 +43,8 @@ from impala_tf.networks import ImpalaNetwork
 from impala_tf.unroll import Unroll
 
 _LAST = 2  # dm_env.StepType.LAST
+# Loss logs that are sums over the batch (the rest of the scalar logs are means over its real transitions).
+_SUMMED_LOGS = ("pg_loss", "baseline_loss", "entropy_loss")
 # The trainer stops a run after this many consecutive skipped (non-finite) updates.
 MAX_NONFINITE_STREAK = 20
 

@@ -23,7 +23,8 @@ import tensorflow as tf
 from absl import app, flags
 
 import impala_tf
-from impala_tf import agent, checkpoints, config, learner as learner_lib, popart, writers
+from impala_tf import agent, checkpoints, config, popart, writers
+from impala_tf import learner as learner_lib
 from impala_tf.actor import snapshot_of
 from impala_tf.losses import LossConfig
 from impala_tf.unroll import Unroll, unroll_dtypes, unroll_shapes
@@ -151,7 +152,15 @@ def make_dataset(unrolls, shapes: Unroll, dtypes: Unroll, batch_size: int) -> tf
             return tf.transpose(x, perm)
 
         fields = batch._asdict()
-        for name in ("observation", "step_type", "reward", "discount", "prev_action", "action", "behaviour_logits"):
+        for name in (
+            "observation",
+            "step_type",
+            "reward",
+            "discount",
+            "prev_action",
+            "action",
+            "behaviour_logits",
+        ):
             fields[name] = swap(fields[name])
         fields["agent_state"] = swap(fields["agent_state"])  # [B, 2, H] -> [2, B, H]
         return Unroll(**fields)
@@ -252,7 +261,9 @@ class Trainer:
         runtime = self._make_runtime(stop, on_episode)
         dataset = make_dataset(
             runtime.unrolls(),
-            unroll_shapes(self.spec.unroll_length, self.obs_shape, self.num_actions, self.learner.network.state_size),
+            unroll_shapes(
+                self.spec.unroll_length, self.obs_shape, self.num_actions, self.learner.network.state_size
+            ),
             unroll_dtypes(),
             FLAGS.batch_size,
         )
@@ -294,8 +305,14 @@ class Trainer:
                     lag = lag_sum / max(lag_n, 1)
                     rss_mb = process.memory_info().rss / 2**20
                     scalars = {k: float(v) for k, v in logs.items() if np.ndim(v) == 0}
-                    self._summaries(summary_writer, frames, fps, lag, rss_mb, scalars, returns.means(), runtime)
-                    shown = {k: scalars[k] for k in ("total_loss", "pg_loss", "baseline_loss", "entropy") if k in scalars}
+                    self._summaries(
+                        summary_writer, frames, fps, lag, rss_mb, scalars, returns.means(), runtime
+                    )
+                    shown = {
+                        k: scalars[k]
+                        for k in ("total_loss", "pg_loss", "baseline_loss", "entropy")
+                        if k in scalars
+                    }
                     line = writers.progress_line(
                         frames,
                         self.total_frames,
@@ -385,7 +402,9 @@ def _install_signal_handlers(stop: threading.Event) -> None:
     def handler(signum, frame):
         if stop.is_set():  # a second Ctrl-C: leave now
             os._exit(130)
-        print(f"\nsignal {signal.Signals(signum).name}: stopping after this update", file=sys.stderr, flush=True)
+        print(
+            f"\nsignal {signal.Signals(signum).name}: stopping after this update", file=sys.stderr, flush=True
+        )
         stop.set()
 
     signal.signal(signal.SIGINT, handler)

@@ -15,7 +15,9 @@ THRESHOLD = 0.8
 
 def _run(args, cwd):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -24,7 +26,13 @@ def test_impala_learns_catch_within_budget(tmp_path, seed):
     logdir = tmp_path / f"catch_seed{seed}"
     start = time.time()
     train = _run(
-        ["suites.catch", f"--logdir={logdir}", f"--total_frames={FRAMES}", f"--seed={seed}", "--learning_rate=0.01"],
+        [
+            "suites.catch",
+            f"--logdir={logdir}",
+            f"--total_frames={FRAMES}",
+            f"--seed={seed}",
+            "--learning_rate=0.01",
+        ],
         repo,
     )
     assert train.returncode == 0, train.stderr[-2000:]

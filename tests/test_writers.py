@@ -59,5 +59,13 @@ def test_atomic_write_leaves_old_file_when_writing_fails(tmp_path, monkeypatch):
 
 def test_progress_line_names_frames_rate_lag_and_returns():
     line = writers.progress_line(1000, 4000, 250.0, 7, 1.5, {"pong": -20.5}, {"total_loss": 0.5})
-    for part in ("1,000/4,000", "250 f/s", "updates 7", "lag 1.5", "pong=-20.5", "total_loss 0.5", "eta 0h00m12s"):
+    for part in (
+        "1,000/4,000",
+        "250 f/s",
+        "updates 7",
+        "lag 1.5",
+        "pong=-20.5",
+        "total_loss 0.5",
+        "eta 0h00m12s",
+    ):
         assert part in line

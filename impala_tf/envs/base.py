@@ -69,8 +69,8 @@ class BatchedEnv(abc.ABC):
     def pop_finished_episodes(self) -> list[EpisodeStats]:
         """Games that ended since the last call (whole games, raw score)."""
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 - optional hook: most environments hold nothing to release
+        return None
 
 
 StepType = dm_env.StepType

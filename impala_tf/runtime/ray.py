@@ -39,7 +39,9 @@ class ActorWorker:
         incarnation = 1 if context.was_current_actor_reconstructed else 0
         self._params: ParamSnapshot | None = None
         self._episodes: list[EpisodeStats] = []
-        self._actor = agent.make_actor(spec, actor_id, lambda: self._params, self._episodes.append, incarnation)
+        self._actor = agent.make_actor(
+            spec, actor_id, lambda: self._params, self._episodes.append, incarnation
+        )
         self._unrolls: Iterator[list[Unroll]] | None = None
 
     def next_unrolls(self, params: ParamSnapshot) -> tuple[list[Unroll], list[EpisodeStats], int]:
