@@ -48,6 +48,23 @@ format: setup
 	$(VENV)/bin/ruff check --fix impala_tf suites tests bench
 	$(VENV)/bin/ruff format impala_tf suites tests bench
 
+# tf-agents 0.19 needs TensorFlow 2.15: its adapters live in their own venv, built from requirements/tf-agents.txt
+# with this package installed --no-deps (about 2 minutes with a warm pip cache). The test exports policies with
+# the core venv's TensorFlow and runs them under tf-agents, as a user would.
+TFA_VENV := .venv-tf-agents
+TFA_STAMP := $(TFA_VENV)/.installed
+
+$(TFA_STAMP): requirements/tf-agents.txt pyproject.toml
+	rm -rf $(TFA_VENV)
+	$(PYTHON) -m venv $(TFA_VENV)
+	$(TFA_VENV)/bin/python -m pip install -q --upgrade pip
+	$(TFA_VENV)/bin/python -m pip install -q -r requirements/tf-agents.txt
+	$(TFA_VENV)/bin/python -m pip install -q --no-deps -e .
+	touch $(TFA_STAMP)
+
+test-tf-agents: setup $(TFA_STAMP)
+	TF_USE_LEGACY_KERAS=1 IMPALA_TF_EXPORT_PYTHON=$(CURDIR)/$(PY) $(TFA_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/tf_agents
+
 leaderboards: setup
 	$(PY) -m impala_tf.leaderboard --suite=atari57 --reference=impala_paper,machado_repro --out=leaderboards/atari57
 

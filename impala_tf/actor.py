@@ -72,7 +72,11 @@ def snapshot_of(network: tf.Module, version: int) -> ParamSnapshot:
 
 
 class Actor:
-    """Runs `env` with `policy`; `unrolls()` yields, every T steps, one Unroll per environment."""
+    """Runs `env` with `policy`; `unrolls()` yields, every T steps, one Unroll per environment.
+
+    `param_refresh_unrolls` = K > 1 fetches the learner's parameters only after every K-th batch of unrolls
+    instead of after each: a deliberately stale behaviour policy, for off-policy-correction experiments.
+    """
 
     def __init__(
         self,
@@ -81,12 +85,16 @@ class Actor:
         unroll_length: int,
         get_params: Callable[[], ParamSnapshot] | None = None,
         on_episode: Callable[[EpisodeStats], None] | None = None,
+        param_refresh_unrolls: int = 1,
     ):
+        if param_refresh_unrolls < 1:
+            raise ValueError(f"param_refresh_unrolls must be >= 1, got {param_refresh_unrolls}")
         self.env = env
         self.policy = policy
         self.unroll_length = unroll_length
         self._get_params = get_params
         self._on_episode = on_episode
+        self.param_refresh_unrolls = param_refresh_unrolls
         self.steps = 0  # agent steps over all environments
 
     def unrolls(self) -> Iterator[list[Unroll]]:
@@ -101,6 +109,7 @@ class Actor:
         state = policy.initial_state(n)
         state_before = state
         action, logits, state = policy.step(timestep, prev_action, task_id, state)
+        unrolls_done = 0
         while True:
             observation = np.empty((T + 1, n, *obs_spec.shape), np.uint8)
             step_type = np.empty((T + 1, n), np.uint8)
@@ -145,7 +154,9 @@ class Actor:
             ]
             # Step T is step 0 of the next unroll: its action was already chosen (with the old parameters, which
             # its behaviour logits record), so refreshing here is exact.
-            self._refresh()
+            unrolls_done += 1
+            if unrolls_done % self.param_refresh_unrolls == 0:
+                self._refresh()
 
     def _refresh(self) -> None:
         if self._get_params is not None:

@@ -32,6 +32,8 @@ class RunCheckpoints:
     def __init__(self, directory: str | Path, learner: tf.Module, max_to_keep: int = 3):
         self.directory = Path(directory)
         _set_aside_unreadable_index(self.directory)
+        for leftover in self.directory.glob(f"{_PREFIX}-*_temp"):  # a save that a kill interrupted
+            shutil.rmtree(leftover, ignore_errors=True)
         self._checkpoint = tf.train.Checkpoint(learner=learner)
         self._manager = tf.train.CheckpointManager(
             self._checkpoint, str(self.directory), max_to_keep=max_to_keep, checkpoint_name=_PREFIX
@@ -49,7 +51,7 @@ class RunCheckpoints:
         except (tf.errors.OpError, OSError) as error:
             self._remove_unlisted(number)
             raise CheckpointError(
-                f"cannot write checkpoint {self.directory / f'{_PREFIX}-{number}'}: {_first_line(error)}"
+                f"cannot write checkpoint {self.directory / f'{_PREFIX}-{number}'}: {_os_reason(error)}"
             ) from None
         return self.latest_path
 
@@ -124,7 +126,7 @@ def _restore_newest(directory: Path, checkpoint: tf.train.Checkpoint, partial: b
             if partial:
                 status.expect_partial()
             status.assert_existing_objects_matched()
-        except (tf.errors.OpError, ValueError, AssertionError) as error:
+        except Exception as error:  # whatever fails to read makes the checkpoint unusable
             if _is_shape_mismatch(error):
                 raise CheckpointError(
                     f"checkpoint {path} does not fit this network: {_first_line(error)}"
@@ -169,3 +171,11 @@ def _is_shape_mismatch(error: Exception) -> bool:
 
 def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
+def _os_reason(error: Exception) -> str:
+    """ "File too large" out of TensorFlow's "{{function_node ...}} /path/file.tempstate123; File too large [Op:SaveV2]"."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    text = re.sub(r"\s*\[Op:\w+\]$", "", _first_line(error))
+    return text.rsplit("; ", 1)[-1]

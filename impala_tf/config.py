@@ -41,6 +41,12 @@ flags.DEFINE_enum(
     "runtime", "local", ["local", "ray"], "Where actors run: threads of this process, or Ray actors."
 )
 flags.DEFINE_integer("max_actor_restarts", 10, "Stop the run after this many actor failures.")
+flags.DEFINE_integer(
+    "param_refresh_unrolls",
+    1,
+    "Actors fetch the learner's parameters after every K-th batch of unrolls (1: after each). K > 1 makes the "
+    "behaviour policy deliberately stale, for off-policy-correction ablations (--correction).",
+)
 
 # Learner.
 flags.DEFINE_integer("unroll_length", 20, "Unroll length T (agent steps).")
@@ -104,6 +110,7 @@ POSITIVE_INTS = (
     "batch_size",
     "learner_devices",
     "eval_episodes",
+    "param_refresh_unrolls",
 )
 
 

@@ -1,5 +1,9 @@
 """Evaluate a trained agent: `python -m impala_tf.evaluate --logdir=RUN [--episodes=N]`.
 
+An exported policy (`python -m impala_tf.export`) is evaluated the same way: `--saved_model=DIR`, or a --logdir
+that holds a SavedModel. Its environments come from the run configuration the export carries; the results are
+written into --logdir when given, else beside the SavedModel in DIR.
+
 Loads the run's newest valid checkpoint and plays N whole games per task under the suite's protocol (Atari/impala:
 1–30 random no-op starts, scores over all lives, 108,000-frame cap). Each of the N environments of a task plays
 exactly one game, so that short games are not over-represented. Writes, atomically, into the run directory:
@@ -15,9 +19,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 from absl import app, flags
 
-from impala_tf import agent, checkpoints, config, writers
+from impala_tf import agent, checkpoints, config, export, writers
 from impala_tf.actor import ActingPolicy
 from impala_tf.envs.base import StepType
 
@@ -27,6 +32,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer("episodes", None, "Games per task (default: the run's --eval_episodes, else 3).")
 flags.DEFINE_integer("eval_seed", 12345, "Seed of the evaluation environments and action sampling.")
 flags.DEFINE_string("agent", None, "Agent name in eval_summary.json (default: the run directory's name).")
+flags.DEFINE_string(
+    "saved_model", None, "Evaluate this exported policy (impala_tf.export) instead of a run's checkpoint."
+)
 
 
 class EvalError(Exception):
@@ -35,18 +43,26 @@ class EvalError(Exception):
 
 def load_run_spec(logdir: Path) -> tuple[dict, agent.RunSpec]:
     """Rebuilds the run's spec from its config.json."""
-    from impala_tf.trainer import resolve_suite
-
     path = logdir / "config.json"
     if not path.exists():
         raise EvalError(f"{logdir} is not a run directory (no config.json)")
     try:
         run_config = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise EvalError(f"{path} is malformed ({error})") from None
+    return run_config, run_spec_from_config(run_config, path)
+
+
+def run_spec_from_config(run_config: dict, where: Path) -> agent.RunSpec:
+    """The RunSpec of a run's config.json contents (`where` names the file in errors)."""
+    from impala_tf.trainer import resolve_suite
+
+    try:
         f = run_config["flags"]
         suite = resolve_suite(f["suite"], list(run_config["games"]))
-    except (json.JSONDecodeError, KeyError) as error:
-        raise EvalError(f"{path} is malformed ({error})") from None
-    spec = agent.RunSpec(
+    except KeyError as error:
+        raise EvalError(f"{where} is malformed ({error})") from None
+    return agent.RunSpec(
         suite=suite,
         protocol=run_config.get("protocol"),
         action_set=f.get("action_set"),
@@ -60,7 +76,6 @@ def load_run_spec(logdir: Path) -> tuple[dict, agent.RunSpec]:
         envs_per_actor=1,
         xla=config.use_xla(f.get("xla", "auto")),
     )
-    return run_config, spec
 
 
 def play_games(spec: agent.RunSpec, policy_step, initial_state, episodes: int, seed: int) -> list[dict]:
@@ -106,6 +121,43 @@ def evaluate_run(logdir: Path, episodes: int | None, seed: int, agent_name: str 
     policy = ActingPolicy(network, spec.reward_clipping, seed=seed, xla=spec.xla)
     start = time.time()
     results = play_games(spec, policy.step, policy.initial_state, episodes, seed)
+    summary = {
+        "agent": agent_name or logdir.resolve().name,
+        "protocol": run_config.get("protocol"),
+        "trained_frames": trained_frames,
+        "checkpoint": path,
+    }
+    return write_results(logdir, spec, results, episodes, summary, time.time() - start)
+
+
+def evaluate_saved_model(
+    model_dir: Path, out_dir: Path, episodes: int | None, seed: int, agent_name: str | None
+) -> dict:
+    """Evaluates an exported policy under the protocol of the run it came from; writes into `out_dir`."""
+    policy = export.ExportedPolicy(model_dir, seed=seed)
+    run_config = policy.metadata["run_config"]
+    spec = run_spec_from_config(run_config, model_dir / "assets" / export.METADATA_ASSET)
+    episodes = episodes or run_config["flags"].get("eval_episodes", 3)
+    start = time.time()
+    results = play_games(spec, policy.step, policy.initial_state, episodes, seed)
+    summary = {
+        "agent": agent_name or model_dir.resolve().name,
+        "protocol": policy.metadata["protocol"],
+        "trained_frames": policy.metadata["trained_frames"],
+        "checkpoint": policy.metadata["checkpoint"],
+        "saved_model": str(model_dir),
+    }
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise EvalError(f"cannot write to {out_dir}: {error.strerror}") from None
+    return write_results(out_dir, spec, results, episodes, summary, time.time() - start)
+
+
+def write_results(
+    out_dir: Path, spec: agent.RunSpec, results: list[dict], episodes: int, summary: dict, seconds: float
+) -> dict:
+    """Writes eval_scores.csv and eval_summary.json (`summary` plus suite, seed and per-task means)."""
     rows, counters = [], {}
     for result in sorted(results, key=lambda r: spec.suite.games.index(r["task"])):
         counters[result["task"]] = counters.get(result["task"], 0) + 1
@@ -114,33 +166,39 @@ def evaluate_run(logdir: Path, episodes: int | None, seed: int, agent_name: str 
         game: float(np.mean([r["score"] for r in results if r["task"] == game])) for game in spec.suite.games
     }
     summary = {
-        "agent": agent_name or logdir.resolve().name,
+        **summary,
         "suite": spec.suite.name,
-        "protocol": run_config.get("protocol"),
         "seed": spec.seed,
-        "trained_frames": trained_frames,
-        "checkpoint": path,
         "episodes_per_task": episodes,
         "mean_score": means,
-        "eval_seconds": round(time.time() - start, 1),
+        "eval_seconds": round(seconds, 1),
     }
     writers.atomic_write_text(
-        logdir / "eval_scores.csv", writers.csv_text(rows, ["task", "episode", "score", "frames"])
+        out_dir / "eval_scores.csv", writers.csv_text(rows, ["task", "episode", "score", "frames"])
     )
-    writers.atomic_write_json(logdir / "eval_summary.json", summary)
+    writers.atomic_write_json(out_dir / "eval_summary.json", summary)
     return summary
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not FLAGS.logdir:
-        raise app.UsageError("--logdir is required")
+    if not FLAGS.logdir and not FLAGS.saved_model:
+        raise app.UsageError("--logdir is required (or --saved_model for an exported policy)")
     if FLAGS.episodes is not None and FLAGS.episodes < 1:
         raise app.UsageError(f"--episodes must be >= 1, got {FLAGS.episodes}")
+    model_dir = FLAGS.saved_model
+    if model_dir is None and tf.saved_model.contains_saved_model(FLAGS.logdir):
+        model_dir = FLAGS.logdir
+    out_dir = Path(FLAGS.logdir or model_dir)
     try:
-        summary = evaluate_run(Path(FLAGS.logdir), FLAGS.episodes, FLAGS.eval_seed, FLAGS.agent)
-    except (EvalError, checkpoints.CheckpointError, ValueError) as error:
+        if model_dir is not None:
+            summary = evaluate_saved_model(
+                Path(model_dir), out_dir, FLAGS.episodes, FLAGS.eval_seed, FLAGS.agent
+            )
+        else:
+            summary = evaluate_run(out_dir, FLAGS.episodes, FLAGS.eval_seed, FLAGS.agent)
+    except (EvalError, export.ExportError, checkpoints.CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     width = max(len(g) for g in summary["mean_score"])
@@ -150,7 +208,7 @@ def main(argv):
     )
     for game, score in summary["mean_score"].items():
         print(f"  {game:<{width}}  {score:10.1f}")
-    print(f"wrote {Path(FLAGS.logdir) / 'eval_scores.csv'} and eval_summary.json")
+    print(f"wrote {out_dir / 'eval_scores.csv'} and eval_summary.json")
     return 0
 
 

@@ -105,6 +105,64 @@ def rmsprop_update(
     return -new_momentum_buffer, new_mean_square, new_momentum_buffer
 
 
+def mirrored_strategy(num_devices: int) -> tf.distribute.MirroredStrategy | None:
+    """The learner's devices for `--learner_devices`: None for one device (the plain, fastest path).
+
+    Args:
+      num_devices: replicas; 0 means every visible GPU. They are the first `num_devices` GPUs, or, on a machine
+        without GPUs, the first logical CPU devices (`tf.config.set_logical_device_configuration`, for tests).
+    """
+    if num_devices < 0:
+        raise ValueError(f"learner devices must be >= 0 (0: every visible GPU), got {num_devices}.")
+    gpus = tf.config.list_logical_devices("GPU")
+    if num_devices == 0:
+        if not gpus:
+            raise ValueError("learner devices = 0 means every visible GPU, and TensorFlow sees none.")
+        num_devices = len(gpus)
+    if num_devices == 1:
+        return None
+    devices = gpus or tf.config.list_logical_devices("CPU")
+    if len(devices) < num_devices:
+        cpus = len(tf.config.list_logical_devices("CPU"))
+        raise ValueError(
+            f"{num_devices} learner devices asked for, but TensorFlow sees {len(gpus)} GPUs and {cpus} CPU "
+            "devices: ask for at most that many, or 0 for every GPU."
+        )
+    return tf.distribute.MirroredStrategy([device.name for device in devices[:num_devices]])
+
+
+def strategy_scope(strategy: tf.distribute.Strategy | None) -> contextlib.AbstractContextManager:
+    """Where to build the network that a Learner with `strategy` trains: its variables must be mirrored."""
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def split_batch(batch: Unroll, num_splits: int) -> list[Unroll]:
+    """Splits a time-major batch along its batch axis into `num_splits` equal batches.
+
+    Args:
+      batch: fields `[T+1, B, ...]`, task_id and policy_version `[B]`, agent_state `[2, B, H]`.
+
+    Returns:
+      num_splits batches of B / num_splits unrolls, in order.
+    """
+    batch_size = batch.task_id.shape[0]
+    if batch_size % num_splits:
+        raise ValueError(f"batch size {batch_size} must be divisible by the {num_splits} learner devices.")
+    size = batch_size // num_splits
+    per_unroll = ("task_id", "policy_version")
+    return [
+        Unroll(
+            **{
+                name: value[i * size : (i + 1) * size]
+                if name in per_unroll
+                else value[:, i * size : (i + 1) * size]
+                for name, value in batch._asdict().items()
+            }
+        )
+        for i in range(num_splits)
+    ]
+
+
 class Learner(tf.Module):
     """Owns the network, the RMSProp slots, the PopArt statistics and the counters.
 
@@ -117,6 +175,9 @@ class Learner(tf.Module):
 
     PopArt is on exactly when the network has more than one value head (one per task): `popart_mu` and
     `popart_nu` are then float32 [num_tasks] variables, and None otherwise.
+
+    With a `strategy` (see `mirrored_strategy`) every variable is mirrored on its devices; a checkpoint holds
+    one copy, so a single-device Learner restores it as well.
     """
 
     def __init__(
@@ -128,16 +189,20 @@ class Learner(tf.Module):
         frames_per_step: int = 1,
         xla: bool = True,
         popart_step_size: float = popart.STEP_SIZE,
+        strategy: tf.distribute.Strategy | None = None,
         name: str = "learner",
     ):
         """
         Args:
-          network: built by `networks.make_network` (its variables exist).
+          network: built by `networks.make_network` (its variables exist); with a strategy, built inside
+            `strategy_scope(strategy)`.
           loss_config: the IMPALA loss.
           optimizer_config: RMSProp, learning rate and gradient clipping.
           total_frames: frame budget over which the learning rate anneals linearly to 0.
           frames_per_step: frames per agent step counted by `num_frames` (4 on Atari: the action repeat).
-          xla: compile the step with `tf.function(jit_compile=True)`.
+          xla: compile the step with `tf.function(jit_compile=True)` (with a strategy: each replica's loss and
+            gradients; the all-reduce and the update stay outside XLA).
+          strategy: None (one device) or a MirroredStrategy: the batch is split across its replicas.
         """
         super().__init__(name=name)
         if total_frames < 1:
@@ -146,45 +211,60 @@ class Learner(tf.Module):
             raise ValueError(f"frames_per_step must be >= 1, got {frames_per_step}.")
         if not network.trainable_variables:
             raise ValueError("The network has no variables yet: build it with networks.make_network.")
+        # A Keras variable wraps the tf.Variable that the strategy created (or not).
+        tf_variables = [v if isinstance(v, tf.Variable) else v.value for v in network.trainable_variables]
+        if strategy is not None and not all(
+            strategy.extended.variable_created_in_scope(v) for v in tf_variables
+        ):
+            raise ValueError("With a strategy, build the network inside learner.strategy_scope(strategy).")
         self.network = network
         self.loss_config = loss_config
         self.optimizer_config = optimizer_config
         self.total_frames = total_frames
         self.frames_per_step = frames_per_step
-        self.num_updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="num_updates")
-        self.num_frames = tf.Variable(0, dtype=tf.int64, trainable=False, name="num_frames")
-        self.num_nonfinite = tf.Variable(0, dtype=tf.int64, trainable=False, name="num_nonfinite")
-        self.nonfinite_streak = tf.Variable(0, dtype=tf.int64, trainable=False, name="nonfinite_streak")
-
+        self.popart_step_size = popart_step_size
+        self._strategy = strategy
         self._trainable = list(network.trainable_variables)
-        self.mean_square = [
-            tf.Variable(
-                tf.fill(v.shape, tf.constant(optimizer_config.initial_mean_square, v.dtype)),
-                trainable=False,
-                name="mean_square",
-            )
-            for v in self._trainable
-        ]
-        if optimizer_config.momentum > 0:
-            self.momentum_buffer = [
-                tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name="momentum")
+
+        with strategy_scope(strategy):
+            self.num_updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="num_updates")
+            self.num_frames = tf.Variable(0, dtype=tf.int64, trainable=False, name="num_frames")
+            self.num_nonfinite = tf.Variable(0, dtype=tf.int64, trainable=False, name="num_nonfinite")
+            self.nonfinite_streak = tf.Variable(0, dtype=tf.int64, trainable=False, name="nonfinite_streak")
+            self.mean_square = [
+                tf.Variable(
+                    tf.fill(v.shape, tf.constant(optimizer_config.initial_mean_square, v.dtype)),
+                    trainable=False,
+                    name="mean_square",
+                )
                 for v in self._trainable
             ]
+            if optimizer_config.momentum > 0:
+                self.momentum_buffer = [
+                    tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name="momentum")
+                    for v in self._trainable
+                ]
+            else:
+                self.momentum_buffer = [None] * len(self._trainable)
+            self.popart_mu = self.popart_nu = None
+            if network.config.num_value_heads > 1:
+                mu, nu = popart.initial_statistics(network.config.num_value_heads)
+                self.popart_mu = tf.Variable(mu, trainable=False, name="popart_mu")
+                self.popart_nu = tf.Variable(nu, trainable=False, name="popart_nu")
+
+        if strategy is None:
+            self._compiled_step = tf.function(self._step, jit_compile=xla)
         else:
-            self.momentum_buffer = [None] * len(self._trainable)
-
-        self.popart_step_size = popart_step_size
-        self.popart_mu = self.popart_nu = None
-        if network.config.num_value_heads > 1:
-            mu, nu = popart.initial_statistics(network.config.num_value_heads)
-            self.popart_mu = tf.Variable(mu, trainable=False, name="popart_mu")
-            self.popart_nu = tf.Variable(nu, trainable=False, name="popart_nu")
-
-        self._compiled_step = tf.function(self._step, jit_compile=xla)
+            self._replica_gradients = tf.function(self._gradients, jit_compile=xla)
+            self._compiled_step = tf.function(self._mirrored_step)
 
     @property
     def uses_popart(self) -> bool:
         return self.popart_mu is not None
+
+    @property
+    def num_replicas(self) -> int:
+        return 1 if self._strategy is None else self._strategy.num_replicas_in_sync
 
     def learning_rate(self) -> tf.Tensor:
         """The learning rate the next update will use: float32 []."""
@@ -194,9 +274,24 @@ class Learner(tf.Module):
         """One update on a time-major batch; returns scalar logs (loss terms, grad_norm, learning_rate, ...).
 
         `batch` fields are `[T+1, B, ...]` (task_id, policy_version `[B]`; agent_state `[2, B, H]`), with the
-        dtypes of `impala_tf.unroll.unroll_dtypes` (observation uint8 all the way into the network).
+        dtypes of `impala_tf.unroll.unroll_dtypes` (observation uint8 all the way into the network). With a
+        strategy, B must be divisible by the number of replicas.
         """
-        return self._compiled_step(batch)
+        if self._strategy is None:
+            return self._compiled_step(batch)
+        return self._compiled_step(self._distribute(batch))
+
+    def _distribute(self, batch: Unroll):
+        """The host batch as per-replica slices, each copied to its replica's device."""
+        slices = split_batch(batch, self.num_replicas)
+        devices = self._strategy.extended.worker_devices
+
+        def on_replica(context: tf.distribute.experimental.ValueContext) -> Unroll:
+            i = context.replica_id_in_sync_group
+            with tf.device(devices[i]):
+                return tf.nest.map_structure(tf.identity, slices[i])
+
+        return self._strategy.experimental_distribute_values_from_function(on_replica)
 
     def _loss(self, batch: Unroll, mask: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         prev_reward = clip_rewards(batch.reward, self.loss_config.reward_clipping)
@@ -227,6 +322,15 @@ class Learner(tf.Module):
             popart_sigma=popart_sigma,
         )
 
+    def _gradients(self, batch: Unroll) -> tuple[tf.Tensor, dict[str, tf.Tensor], list[tf.Tensor], tf.Tensor]:
+        """Steps 1-2: (total loss, loss logs, gradients, mask [T, B]) of a batch [T+1, B]."""
+        # Transition t does not exist when step t ended an episode: step t+1 is the FIRST of the next one.
+        mask = tf.cast(tf.not_equal(batch.step_type[:-1], _LAST), tf.float32)
+        with tf.GradientTape() as tape:
+            total_loss, loss_logs = self._loss(batch, mask)
+        gradients = tape.gradient(total_loss, self._trainable)
+        return total_loss, loss_logs, gradients, mask
+
     def _apply_gradients(self, gradients: list[tf.Tensor], learning_rate: tf.Tensor) -> None:
         config = self.optimizer_config
         for i, (variable, gradient) in enumerate(zip(self._trainable, gradients, strict=True)):
@@ -247,7 +351,9 @@ class Learner(tf.Module):
     def _update_popart(self, vs: tf.Tensor, task_id: tf.Tensor, mask: tf.Tensor) -> None:
         """Moves the statistics towards this batch's targets vs [T, B], then preserves the value outputs."""
         mu_old, nu_old = self.popart_mu.read_value(), self.popart_nu.read_value()
-        mu_new, nu_new = popart.update_statistics(mu_old, nu_old, vs, task_id, mask, step_size=self.popart_step_size)
+        mu_new, nu_new = popart.update_statistics(
+            mu_old, nu_old, vs, task_id, mask, step_size=self.popart_step_size
+        )
         kernel, bias = popart.preserve_outputs(
             self.network.value_kernel,
             self.network.value_bias,
@@ -261,12 +367,15 @@ class Learner(tf.Module):
         self.popart_mu.assign(mu_new)
         self.popart_nu.assign(nu_new)
 
-    def _step(self, batch: Unroll) -> dict[str, tf.Tensor]:
-        # Transition t does not exist when step t ended an episode: step t+1 is the FIRST of the next one.
-        mask = tf.cast(tf.not_equal(batch.step_type[:-1], _LAST), tf.float32)
-        with tf.GradientTape() as tape:
-            total_loss, loss_logs = self._loss(batch, mask)
-        gradients = tape.gradient(total_loss, self._trainable)
+    def _update(
+        self,
+        gradients: list[tf.Tensor],
+        total_loss: tf.Tensor,
+        loss_logs: dict[str, tf.Tensor],
+        task_id: tf.Tensor,
+        mask: tf.Tensor,
+    ) -> dict[str, tf.Tensor]:
+        """Steps 3-6 from the whole batch's gradients, loss logs (vs [T, B]), task_id [B] and mask [T, B]."""
         clipped_gradients, grad_norm = tf.clip_by_global_norm(gradients, self.optimizer_config.max_grad_norm)
         finite = tf.logical_and(tf.math.is_finite(total_loss), tf.math.is_finite(grad_norm))
         learning_rate = self.learning_rate()
@@ -274,7 +383,7 @@ class Learner(tf.Module):
         def apply() -> tf.Tensor:
             self._apply_gradients(clipped_gradients, learning_rate)
             if self.uses_popart:
-                self._update_popart(loss_logs["vs"], batch.task_id, mask)
+                self._update_popart(loss_logs["vs"], task_id, mask)
             self.num_updates.assign_add(1)
             self.nonfinite_streak.assign(0)
             return tf.constant(0.0)
@@ -285,8 +394,7 @@ class Learner(tf.Module):
             return tf.constant(1.0)
 
         nonfinite = tf.cond(finite, apply, skip)
-        num_steps, batch_size = tf.shape(batch.action)[0] - 1, tf.shape(batch.action)[1]
-        self.num_frames.assign_add(tf.cast(num_steps * batch_size * self.frames_per_step, tf.int64))
+        self.num_frames.assign_add(tf.cast(tf.size(mask) * self.frames_per_step, tf.int64))
 
         logs = {name: value for name, value in loss_logs.items() if value.shape.rank == 0}
         logs.update(
@@ -301,3 +409,44 @@ class Learner(tf.Module):
                 popart.sigma_from_moments(self.popart_mu, self.popart_nu)
             )
         return logs
+
+    def _step(self, batch: Unroll) -> dict[str, tf.Tensor]:
+        total_loss, loss_logs, gradients, mask = self._gradients(batch)
+        return self._update(gradients, total_loss, loss_logs, batch.task_id, mask)
+
+    def _mirrored_step(self, batch) -> dict[str, tf.Tensor]:
+        """One update from a per-replica batch: all-reduced gradients, then the same update on every copy."""
+        whole_batch = self._strategy.run(self._all_reduce_gradients, args=(batch,))
+        devices = self._strategy.extended.non_slot_devices(self._trainable)
+        # Runs `_update` once per device on that device's copies (variables resolve to the local copy).
+        per_device_logs = self._strategy.extended.update_non_slot(
+            devices, self._update, args=whole_batch, group=False
+        )
+        return {name: copies[0] for name, copies in per_device_logs.items()}  # equal on every device
+
+    def _all_reduce_gradients(self, batch: Unroll):
+        """In a replica: its B/N unrolls' loss and gradients, summed over the replicas into the whole batch's.
+
+        Returns `_update`'s inputs for the whole batch: (gradients, total_loss, loss_logs with vs [T, B],
+        task_id [B], mask [T, B]).
+        """
+        total_loss, loss_logs, gradients, mask = self._replica_gradients(batch)
+        context = tf.distribute.get_replica_context()
+        num_real = tf.reduce_sum(mask)
+        summed = {name: loss_logs[name] for name in _SUMMED_LOGS}
+        # A mean over this replica's real transitions, weighted by their number, sums to the whole batch's mean.
+        weighted = {
+            name: value * num_real
+            for name, value in loss_logs.items()
+            if value.shape.rank == 0 and name not in _SUMMED_LOGS
+        }
+        gradients, total_loss, summed, weighted, num_real = context.all_reduce(
+            tf.distribute.ReduceOp.SUM, (gradients, total_loss, summed, weighted, num_real)
+        )
+        whole_logs = {
+            **summed,
+            **{name: value / tf.maximum(num_real, 1.0) for name, value in weighted.items()},
+            "vs": context.all_gather(loss_logs["vs"], axis=1),
+        }
+        task_id = context.all_gather(batch.task_id, axis=0)
+        return gradients, total_loss, whole_logs, task_id, context.all_gather(mask, axis=1)

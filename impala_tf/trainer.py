@@ -6,6 +6,7 @@ runs the learner loop over unrolls that a runtime (local threads or Ray) deliver
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import os
@@ -37,11 +38,21 @@ class UserError(Exception):
     """A problem with what the user asked for: reported as one line, exit code 1, nothing written."""
 
 
+# Exit codes of a training binary.
+EXIT_OK = 0
+EXIT_USER_ERROR = 1  # bad flags or logdir (absl usage errors exit 1 too); nothing written
+EXIT_NONFINITE = 2  # too many consecutive non-finite updates; the last checkpoint is the last good one
+EXIT_ACTORS_FAILED = 3  # more actor failures than --max_actor_restarts; final checkpoint written
+EXIT_WRITE_FAILED = 4  # a run file (checkpoint, episodes.csv) could not be written: disk full, permissions
+# A run stopped by SIGINT / SIGTERM exits 128 + the signal's number (130 / 143), as a shell reports it, after
+# its final checkpoint: the run is incomplete and resumes with the same command.
+
+
 def resolve_suite(name: str, games: list[str]):
-    import suites
+    from suites.registry import get_suite
 
     try:
-        suite = suites.get_suite(name)
+        suite = get_suite(name)
         if games:
             suite = suite.restrict(games)
     except ValueError as error:
@@ -90,7 +101,8 @@ def optimizer_config_from_flags() -> learner_lib.OptimizerConfig:
     )
 
 
-# Flags that fix the network's variables: a resumed run (or --init_from) must agree on them.
+# Flags that fix the learner's variables: a resumed run must agree on them. (--rmsprop_momentum adds a
+# momentum slot per weight when > 0, so only its being > 0 must agree.)
 SHAPE_FLAGS = ("network", "use_lstm", "popart")
 
 
@@ -112,21 +124,31 @@ def versions() -> dict[str, str]:
     import ale_py
 
     return {
-        "impala_tf": impala_tf.__version__,
+        # (a stale editable install can leave the package a namespace without __version__)
+        "impala_tf": getattr(impala_tf, "__version__", None) or importlib.metadata.version("impala-tf"),
         "tensorflow": tf.__version__,
         "ale_py": ale_py.__version__,
         "python": sys.version.split()[0],
     }
 
 
-def check_existing_run(logdir: Path, suite_name: str, games: tuple[str, ...], flag_values: dict) -> None:
-    """A logdir that holds another suite's run, or a network of another shape, is a user error."""
+def check_existing_run(
+    logdir: Path,
+    suite_name: str,
+    games: tuple[str, ...],
+    flag_values: dict,
+    observation_shape: tuple[int, ...] | None = None,
+    num_actions: int | None = None,
+) -> None:
+    """Raises UserError, saying what differs, when `logdir` holds a run this one cannot resume: another suite or
+    games, or a learner with other variables (SHAPE_FLAGS, momentum on/off, observations, actions)."""
     path = logdir / "config.json"
     if not path.exists():
         return
     try:
         old = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        old_flags = dict(old.get("flags", {}))
+    except (OSError, ValueError, TypeError) as error:
         raise UserError(f"{path} is unreadable ({error}); use a new --logdir") from None
     if old.get("suite") != suite_name or tuple(old.get("games", ())) != games:
         raise UserError(
@@ -134,12 +156,29 @@ def check_existing_run(logdir: Path, suite_name: str, games: tuple[str, ...], fl
             f"this run is {suite_name!r} ({len(games)} games): use another --logdir"
         )
     differ = [
-        f"--{k}: checkpoint {old['flags'].get(k)!r}, now {flag_values[k]!r}"
+        f"--{k}: checkpoint {old_flags[k]!r}, now {flag_values[k]!r}"
         for k in SHAPE_FLAGS
-        if k in old.get("flags", {}) and old["flags"][k] != flag_values[k]
+        if k in old_flags and old_flags[k] != flag_values[k]
     ]
+    if "rmsprop_momentum" in old_flags and (old_flags["rmsprop_momentum"] > 0) != (
+        flag_values["rmsprop_momentum"] > 0
+    ):
+        differ.append(
+            f"--rmsprop_momentum: checkpoint {old_flags['rmsprop_momentum']!r}, now "
+            f"{flag_values['rmsprop_momentum']!r} (a momentum slot exists only when > 0)"
+        )
+    if observation_shape is not None and "observation_shape" in old:
+        if tuple(old["observation_shape"]) != tuple(observation_shape):
+            differ.append(
+                f"observations: checkpoint {old['observation_shape']}, now {list(observation_shape)}"
+            )
+    if num_actions is not None and old.get("num_actions", num_actions) != num_actions:
+        differ.append(f"actions: checkpoint {old['num_actions']}, now {num_actions}")
     if differ:
-        raise UserError(f"--logdir={logdir} holds an incompatible run: " + "; ".join(differ))
+        raise UserError(
+            f"--logdir={logdir} holds an incompatible run ({'; '.join(differ)}): "
+            "use the run's flags or another --logdir"
+        )
 
 
 def make_dataset(unrolls, shapes: Unroll, dtypes: Unroll, batch_size: int) -> tf.data.Dataset:
@@ -185,16 +224,31 @@ class Trainer:
                 f"--num_actors x --envs_per_actor = {self.spec.num_actors * self.spec.envs_per_actor} environments "
                 f"cannot train all {self.spec.num_tasks} tasks of {suite.name}: use at least {self.spec.num_tasks}"
             )
-        check_existing_run(self.logdir, suite.name, tuple(suite.games), self.flag_values)
+        if FLAGS.popart and self.spec.num_tasks < 2:
+            raise UserError(
+                f"--popart normalises values per task and needs a suite of 2 or more games; {suite.name} has 1"
+            )
+        if FLAGS.queue_capacity < 0:
+            raise UserError(
+                f"--queue_capacity must be >= 0 (0: 2 x --batch_size), got {FLAGS.queue_capacity}"
+            )
+        if FLAGS.init_from and not (Path(FLAGS.init_from) / "config.json").exists():
+            raise UserError(f"--init_from={FLAGS.init_from} is not a run directory (no config.json)")
 
         tf.random.set_seed(self.spec.seed)
         # One probe environment gives the specs; the network and learner follow from them.
-        probe_env = agent.make_env(self.spec, [0], self.spec.seed)
+        try:
+            probe_env = agent.make_env(self.spec, [0], self.spec.seed)
+        except ValueError as error:  # e.g. a protocol or --reward_scale that the suite does not have
+            raise UserError(str(error)) from None
         self.obs_shape = tuple(probe_env.observation_spec().shape)
         self.num_actions = probe_env.action_spec().num_values
         self.frames_per_step = probe_env.frames_per_step
         network = agent.make_network(self.spec, probe_env)
         probe_env.close()
+        check_existing_run(
+            self.logdir, suite.name, tuple(suite.games), self.flag_values, self.obs_shape, self.num_actions
+        )
         self.learner = learner_lib.Learner(
             network,
             loss_config_from_flags(),
@@ -204,6 +258,8 @@ class Trainer:
             xla=self.spec.xla,
             popart_step_size=FLAGS.popart_step_size,
         )
+        if FLAGS.init_from:  # before anything is written: a checkpoint that does not fit is a user error
+            self.init_path = checkpoints.init_network_from(FLAGS.init_from, network)
         # Created only now, after every check, so that a rejected command writes nothing.
         try:
             self.logdir.mkdir(parents=True, exist_ok=True)
@@ -214,6 +270,7 @@ class Trainer:
             raise UserError(f"cannot write to --logdir={self.logdir}: {error.strerror}") from None
         self.checkpoints = checkpoints.RunCheckpoints(self.logdir / "checkpoints", self.learner)
         self.stop = threading.Event()  # set by signals, a fatal actor error, or whoever embeds the trainer
+        self.stop_signal: int | None = None  # the signal that stopped the run, if one did
 
     def write_config(self) -> None:
         writers.atomic_write_json(
@@ -234,22 +291,34 @@ class Trainer:
         )
 
     def run(self) -> int:
-        resumed_frames = self.checkpoints.restore_latest()
-        if resumed_frames is None and FLAGS.init_from:
-            checkpoints.init_network_from(FLAGS.init_from, self.learner.network)
-            log.info("initialised the network from %s", FLAGS.init_from)
+        """Trains until the frame budget, a signal, or a fatal error; returns the exit code (EXIT_*)."""
+        resumed_frames = self.checkpoints.restore_latest()  # a checkpoint overrides --init_from's weights
+        frames0 = int(self.learner.num_frames.numpy())
+        if frames0 >= self.total_frames:
+            print(
+                f"{self.logdir} is already trained to {frames0:,} frames (--total_frames={self.total_frames:,}); "
+                "nothing to do",
+                flush=True,
+            )
+            return EXIT_OK
+        writers.remove_stale_temporaries(self.logdir)
         self.write_config()
         episodes = writers.EpisodeLog(self.logdir / "episodes.csv", resume_frames=resumed_frames or 0)
         summary_writer = tf.summary.create_file_writer(str(self.logdir / "tensorboard"))
-        frames0 = int(self.learner.num_frames.numpy())
         if resumed_frames is not None:
-            print(f"resumed from {self.checkpoints.latest_path} at {frames0:,} frames", flush=True)
+            print(
+                f"resumed from {self.checkpoints.latest_path} at {frames0:,} frames "
+                f"({episodes.dropped_rows} episodes.csv rows after it dropped)",
+                flush=True,
+            )
+        elif FLAGS.init_from:
+            print(f"initialised the network from {self.init_path}", flush=True)
         proportions = ", ".join(f"{g} {p:.0%}" for g, p in self.spec.task_proportions().items())
         print(f"suite {self.suite.name}: {self.spec.num_tasks} tasks ({proportions})", flush=True)
         print(f"logdir {self.logdir}", flush=True)
 
         stop = self.stop
-        _install_signal_handlers(stop)
+        previous_handlers = self._install_signal_handlers()
         returns = writers.ReturnTracker(list(self.suite.games))
         pending: list = []
         pending_lock = threading.Lock()
@@ -273,7 +342,7 @@ class Trainer:
         lag_sum = lag_n = 0.0
         nonfinite_streak = 0
         logs: dict[str, Any] = {}
-        exit_code = 0
+        exit_code = EXIT_OK
         try:
             runtime.start()
             for batch in dataset:
@@ -284,13 +353,11 @@ class Trainer:
                 runtime.after_update()
                 nonfinite_streak = nonfinite_streak + 1 if float(logs["nonfinite"]) else 0
                 if nonfinite_streak >= learner_lib.MAX_NONFINITE_STREAK:
-                    print(
-                        f"error: {nonfinite_streak} consecutive updates with a non-finite loss or gradient were "
-                        "skipped; stopping (the last good checkpoint is intact)",
-                        file=sys.stderr,
-                        flush=True,
+                    _error(
+                        f"{nonfinite_streak} consecutive updates had a non-finite loss or gradient and were "
+                        f"skipped; stopping. The last good checkpoint is {self._last_checkpoint()}"
                     )
-                    exit_code = 2
+                    exit_code = EXIT_NONFINITE
                     break
                 frames = int(self.learner.num_frames.numpy())
                 with pending_lock:
@@ -332,24 +399,43 @@ class Trainer:
                     last_checkpoint = now
                 if frames >= self.total_frames or stop.is_set():
                     break
+        except (OSError, checkpoints.CheckpointError) as error:  # a full disk, a logdir gone read-only
+            _error(
+                f"{_describe_write_error(error)}; stopping. The last checkpoint is {self._last_checkpoint()}"
+            )
+            exit_code = EXIT_WRITE_FAILED
         finally:
             stop.set()
             runtime.stop()
-            episodes.close()
+            try:
+                episodes.close()
+            except OSError:
+                pass  # its complete rows are on disk; a torn last one is dropped on resume
             summary_writer.close()
         if runtime.fatal:
-            print(f"error: {runtime.fatal}", file=sys.stderr, flush=True)
-            exit_code = exit_code or 3
-        if exit_code != 2:
-            self.checkpoints.save()
+            _error(runtime.fatal)
+            exit_code = exit_code or EXIT_ACTORS_FAILED
+        if exit_code in (EXIT_OK, EXIT_ACTORS_FAILED):
+            try:
+                self.checkpoints.save()
+            except checkpoints.CheckpointError as error:
+                _error(f"{error}. The last checkpoint is {self._last_checkpoint()}")
+                exit_code = EXIT_WRITE_FAILED
+        if exit_code == EXIT_OK and self.stop_signal is not None:
+            exit_code = 128 + self.stop_signal
+        for signum, previous in previous_handlers.items():
+            signal.signal(signum, previous)
         frames = int(self.learner.num_frames.numpy())
         elapsed = time.time() - start
         print(
             f"done: {frames:,} frames, {int(self.learner.num_updates.numpy()):,} updates, "
-            f"{(frames - frames0) / max(elapsed, 1e-9):,.0f} frames/s; checkpoint {self.checkpoints.latest_path}",
+            f"{(frames - frames0) / max(elapsed, 1e-9):,.0f} frames/s; checkpoint {self._last_checkpoint()}",
             flush=True,
         )
         return exit_code
+
+    def _last_checkpoint(self) -> str:
+        return self.checkpoints.latest_path or "(none written yet)"
 
     def _make_runtime(self, stop: threading.Event, on_episode):
         learner = self.learner
@@ -394,34 +480,66 @@ class Trainer:
                     tf.summary.scalar(f"popart_sigma/{task}", sigma[i])
         writer.flush()
 
+    def _install_signal_handlers(self) -> dict:
+        """SIGINT / SIGTERM: finish the update, checkpoint, close; a second signal leaves at once. Returns the
+        handlers they replace (the trainer may be embedded, e.g. in a test process)."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
 
-def _install_signal_handlers(stop: threading.Event) -> None:
-    if threading.current_thread() is not threading.main_thread():
-        return
+        def handler(signum, frame):
+            if self.stop_signal is not None:
+                os._exit(128 + signum)
+            self.stop_signal = signum
+            print(
+                f"\nsignal {signal.Signals(signum).name}: stopping after this update (again: leave now)",
+                file=sys.stderr,
+                flush=True,
+            )
+            self.stop.set()
 
-    def handler(signum, frame):
-        if stop.is_set():  # a second Ctrl-C: leave now
-            os._exit(130)
-        print(
-            f"\nsignal {signal.Signals(signum).name}: stopping after this update", file=sys.stderr, flush=True
-        )
-        stop.set()
+        previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+        for signum in previous:
+            signal.signal(signum, handler)
+        return previous
 
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+
+def _error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def _describe_write_error(error: Exception) -> str:
+    if isinstance(error, OSError) and error.filename:
+        return f"cannot write {error.filename}: {error.strerror}"
+    if isinstance(error, OSError):
+        return f"cannot write the run's files: {error.strerror or error}"
+    return str(error)
+
+
+def quiet_logging() -> None:
+    """This package logs INFO; TensorFlow's Python side (absl logging, e.g. its checkpoint code's "Sharding
+    callback duration") only WARNING and above."""
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("impala_tf").setLevel(logging.INFO)
 
 
 def main_for_suite(suite_name: str) -> None:
     """Entry point of a suite binary: `python -m suites.<name>`."""
-    import suites
+    from suites.registry import get_suite
 
     if suite_name is not None:  # suites.custom takes --suite=FILE from the command line instead
-        config.set_suite_defaults({"suite": suite_name, **suites.get_suite(suite_name).default_flags})
+        try:
+            defaults = get_suite(suite_name).default_flags
+        except ValueError as error:  # e.g. a game of the suite whose ROM the installed ale-py lacks
+            _error(str(error))
+            sys.exit(EXIT_USER_ERROR)
+        config.set_suite_defaults({"suite": suite_name, **defaults})
 
     def main(argv):
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        quiet_logging()
         try:
             config.validate()
             if not FLAGS.suite:
@@ -432,7 +550,10 @@ def main_for_suite(suite_name: str) -> None:
         except flags.ValidationError as error:
             raise app.UsageError(str(error)) from None
         except (UserError, checkpoints.CheckpointError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 1
+            _error(str(error))
+            return EXIT_USER_ERROR
+        except OSError as error:  # e.g. config.json on a full disk, before the learner loop
+            _error(_describe_write_error(error))
+            return EXIT_WRITE_FAILED
 
     app.run(main)

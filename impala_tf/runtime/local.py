@@ -63,9 +63,11 @@ class UnrollQueue:
             try:
                 yield self._queue.get(timeout=_POLL_SECS)
             except queue.Empty:
+                # In this order: producers that exited because the run is stopping do not count as gone.
                 if self._producers_alive is not None and not self._producers_alive():
-                    self.producers_gone = True
-                    self._stop_event.set()
+                    if not self._stop_event.is_set():
+                        self.producers_gone = True
+                        self._stop_event.set()
 
     def qsize(self) -> int:
         return self._queue.qsize()

@@ -1,61 +1,91 @@
 """Ray transport: actors are Ray actors (CPU processes on any node); the learner stays on the driver.
 
 Same Actor code as the local runtime (`agent.make_actor`); only the transport differs:
-  - parameters: the driver `ray.put`s one snapshot per learner version that some actor asked for, and passes the
-    reference with each request, so every node fetches it once from the object store (no per-actor copies);
-  - unrolls: the driver keeps at most `in_flight` requests per actor; a result is turned into unrolls for the
-    learner's bounded queue before the next request goes out (back-pressure: the object store holds at most
-    num_actors x in_flight results);
-  - faults: an actor whose process dies is restarted by Ray (max_restarts); an actor whose environment raises is
-    killed and so restarted with fresh environments. Both are counted; past --max_actor_restarts the run stops.
+  - parameters: the driver `ray.put`s one snapshot per learner version that some actor asked for and passes the
+    reference with each request, so each node fetches a version once from the object store (no per-actor
+    copies, nothing sent while the version is unchanged);
+  - unrolls: the driver keeps at most `in_flight` requests per actor and turns each result into unrolls for the
+    learner's bounded queue before it asks that actor again (back-pressure: the object store holds at most
+    num_actors x in_flight results, plus what the queue holds);
+  - faults: an actor whose process dies is restarted by Ray (max_restarts=-1); an actor whose environment
+    raises is killed, and so restarted with fresh environments. Either is one failure, however many requests
+    were in flight; the driver probes the actor until its new process answers, then resumes. Past
+    --max_actor_restarts failures, or when a restarted actor does not come back in `restart_timeout_secs`, the
+    run stops with an error instead of waiting.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from impala_tf import agent
-from impala_tf.actor import ParamSnapshot
+from impala_tf.actor import Actor, ParamSnapshot
 from impala_tf.envs.base import EpisodeStats
 from impala_tf.runtime.local import ActorFailures, UnrollQueue
 from impala_tf.unroll import Unroll
 
 log = logging.getLogger(__name__)
 
+_POLL_SECS = 0.1
+_PROBE_SECS = 0.5  # between readiness probes of a restarting actor
+_RESERVE_SECS = 60.0  # how long --learner_gpus waits for the driver's node to free its GPUs
+
+MakeActor = Callable[..., Actor]  # agent.make_actor's signature
+
 
 class ActorWorker:
-    """Runs one actor inside a Ray actor process; each `next_unrolls` call returns one unroll of every env."""
+    """One actor in a Ray actor process. Its environments are built on the first request, with the incarnation
+    (restart count) the driver gives, so that a restarted actor does not replay its predecessor's seeds."""
 
-    def __init__(self, spec: agent.RunSpec, actor_id: int):
-        import os
+    def __init__(self, spec: agent.RunSpec, actor_id: int, num_threads: int, make_actor: MakeActor):
+        import tensorflow as tf
 
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        context = ray.get_runtime_context()
-        incarnation = 1 if context.was_current_actor_reconstructed else 0
+        # Before TensorFlow initialises: actors act on CPU, within the CPUs Ray gave them.
+        tf.config.set_visible_devices([], "GPU")
+        tf.config.threading.set_intra_op_parallelism_threads(num_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(num_threads)
+        self._spec = spec
+        self._actor_id = actor_id
+        self._make_actor = make_actor
         self._params: ParamSnapshot | None = None
         self._episodes: list[EpisodeStats] = []
-        self._actor = agent.make_actor(
-            spec, actor_id, lambda: self._params, self._episodes.append, incarnation
-        )
+        self._actor: Actor | None = None
         self._unrolls: Iterator[list[Unroll]] | None = None
 
-    def next_unrolls(self, params: ParamSnapshot) -> tuple[list[Unroll], list[EpisodeStats], int]:
+    def ready(self) -> int:
+        """The process id: answers once the (re)started process is up."""
+        return os.getpid()
+
+    def next_unrolls(
+        self, params: ParamSnapshot, incarnation: int
+    ) -> tuple[list[Unroll], list[EpisodeStats], int]:
+        """One unroll of every environment, the episodes finished meanwhile, and the agent steps taken."""
         self._params = params
-        if self._unrolls is None:
+        if self._actor is None:
+            self._actor = self._make_actor(
+                self._spec, self._actor_id, lambda: self._params, self._episodes.append, incarnation
+            )
             self._unrolls = self._actor.unrolls()
         unrolls = next(self._unrolls)
         episodes, self._episodes[:] = list(self._episodes), []
         return unrolls, episodes, len(unrolls) * self._actor.unroll_length
 
-    def pid(self) -> int:
-        import os
 
-        return os.getpid()
+class _LearnerReservation:
+    """Holds --learner_gpus GPUs of the driver's node, so that Ray schedules nothing else on them."""
+
+    def ready(self) -> bool:
+        return True
 
 
 def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
@@ -74,6 +104,20 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
     return True
 
 
+@dataclasses.dataclass
+class _Slot:
+    """The driver's view of one Ray actor."""
+
+    handle: Any
+    incarnation: int = 0  # failures so far; requests carry it, so that a failure's fallout is recognised
+    ready: bool = False  # its current process answered a probe
+    probing: bool = False
+    probe_at: float = 0.0
+    down_since: float = 0.0  # when it last failed (or was created)
+    pid: int | None = None
+    pid_before: int | None = None  # a killed process may answer once more before it dies
+
+
 class RayRuntime:
     """Actors as Ray actors. The seam every runtime implements: start, unrolls, after_update, stats, fatal, stop."""
 
@@ -87,8 +131,32 @@ class RayRuntime:
         max_restarts: int,
         address: str | None = None,
         actor_cpus: float = 1.0,
+        learner_gpus: float = 0.0,
         in_flight: int = 2,
+        restart_timeout_secs: float = 300.0,
+        make_actor: MakeActor = agent.make_actor,
     ):
+        """
+        Args:
+          spec: the run; one Ray actor per `spec.num_actors`.
+          snapshot_fn: the learner's current parameters (called on the learner's thread).
+          on_episode: called on the runtime's thread for each finished episode.
+          stop: set to stop the run; the runtime sets it on a fatal failure.
+          queue_capacity: unrolls buffered for the learner.
+          max_restarts: actor failures after which the run stops.
+          address: a Ray cluster to join; None starts a local instance (loopback only) for this run.
+          actor_cpus: CPUs Ray reserves for each actor (also its TensorFlow thread count).
+          learner_gpus: GPUs of the driver's node reserved for the learner (0: none).
+          in_flight: requests outstanding per actor.
+          restart_timeout_secs: how long a failed actor may take to answer again.
+          make_actor: builds an Actor in the worker (`agent.make_actor`'s signature; for fault injection).
+        """
+        if in_flight < 1:
+            raise ValueError(f"in_flight must be >= 1, got {in_flight}")
+        if actor_cpus <= 0 or learner_gpus < 0:
+            raise ValueError(
+                f"need actor_cpus > 0 and learner_gpus >= 0, got {actor_cpus} and {learner_gpus}"
+            )
         self._spec = spec
         self._snapshot_fn = snapshot_fn
         self._on_episode = on_episode
@@ -97,80 +165,204 @@ class RayRuntime:
         self._failures = ActorFailures(max_restarts)
         self._address = address
         self._actor_cpus = actor_cpus
+        self._learner_gpus = learner_gpus
         self._in_flight = in_flight
+        self._restart_timeout = restart_timeout_secs
+        self._make_actor = make_actor
         self._started_ray = False
-        self._workers: list = []
+        self._slots: list[_Slot] = []
+        self._reservation = None
         self._params_ref = None
-        self._wanted = False
+        self._params_wanted = False
         self._params_lock = threading.Lock()
+        self._pump_error: str | None = None
         self._steps = 0
         self._deaths = 0
-        self._thread = threading.Thread(target=self._pump, name="ray-pump", daemon=True)
+        self._restarts = 0
+        self._thread = threading.Thread(target=self._pump_until_stopped, name="ray-pump", daemon=True)
 
     def start(self) -> None:
-        self._started_ray = init_ray(self._address)
+        needed_cpus = self._spec.num_actors * self._actor_cpus
+        # A local instance gets enough logical CPUs for every actor: an actor Ray cannot place would never run.
+        self._started_ray = init_ray(self._address, max(os.cpu_count() or 1, math.ceil(needed_cpus)))
+        available = ray.cluster_resources().get("CPU", 0.0)
+        if available < needed_cpus:
+            log.warning(
+                "%d actors x --actor_cpus=%g need %g CPUs; the Ray cluster has %g: some actors wait for resources",
+                self._spec.num_actors,
+                self._actor_cpus,
+                needed_cpus,
+                available,
+            )
+        if self._learner_gpus > 0:
+            self._reserve_learner_gpus()
         remote = ray.remote(ActorWorker).options(
-            num_cpus=self._actor_cpus, max_restarts=-1, max_task_retries=0, max_concurrency=1
+            num_cpus=self._actor_cpus, num_gpus=0, max_restarts=-1, max_task_retries=0
         )
-        self._workers = [remote.remote(self._spec, i) for i in range(self._spec.num_actors)]
+        num_threads = max(1, int(self._actor_cpus))
+        now = time.monotonic()
+        self._slots = [
+            _Slot(remote.remote(self._spec, i, num_threads, self._make_actor), down_since=now)
+            for i in range(self._spec.num_actors)
+        ]
         self._publish()
         self._thread.start()
 
-    def _publish(self) -> None:
-        snapshot = self._snapshot_fn()
-        with self._params_lock:
-            self._params_ref = ray.put(snapshot)
+    def _reserve_learner_gpus(self) -> None:
+        node_id = ray.get_runtime_context().get_node_id()
+        node_gpus = next((n["Resources"].get("GPU", 0.0) for n in ray.nodes() if n["NodeID"] == node_id), 0.0)
+        if node_gpus < self._learner_gpus:
+            raise ValueError(
+                f"--learner_gpus={self._learner_gpus:g}, but the driver's Ray node has {node_gpus:g} GPUs: run the "
+                "trainer on a GPU node (see README, Ray), or use --learner_gpus=0"
+            )
+        self._reservation = (
+            ray.remote(_LearnerReservation)
+            .options(
+                num_cpus=0,
+                num_gpus=self._learner_gpus,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+            )
+            .remote()
+        )
+        ready, _ = ray.wait([self._reservation.ready.remote()], timeout=_RESERVE_SECS)
+        if not ready:
+            raise ValueError(
+                f"--learner_gpus={self._learner_gpus:g}: the driver's node has {node_gpus:g} GPUs but other Ray "
+                f"work held them for {_RESERVE_SECS:.0f} s"
+            )
 
-    def _request(self, worker_index: int):
+    def _publish(self) -> None:
+        ref = ray.put(self._snapshot_fn())
+        with self._params_lock:
+            self._params_ref = ref
+
+    def after_update(self) -> None:
+        # One object-store copy per learner version, and only once some request has carried the previous one.
+        with self._params_lock:
+            wanted, self._params_wanted = self._params_wanted, False
+        if wanted:
+            self._publish()
+
+    def _request(self, index: int, pending: dict) -> None:
+        slot = self._slots[index]
         with self._params_lock:
             params = self._params_ref
-            self._wanted = True
-        return self._workers[worker_index].next_unrolls.remote(params)
+            self._params_wanted = True
+        pending[slot.handle.next_unrolls.remote(params, slot.incarnation)] = (
+            index,
+            slot.incarnation,
+            "unrolls",
+        )
 
-    def _pump(self) -> None:
-        """Keeps `in_flight` requests per actor and moves results into the learner's queue."""
-        pending = {}
+    def _pump_until_stopped(self) -> None:
+        pending: dict = {}
         try:
-            for i in range(len(self._workers)):
-                for _ in range(self._in_flight):
-                    pending[self._request(i)] = i
-            while not self._stop_event.is_set():
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.2)
-                if not ready:
-                    continue
-                ref = ready[0]
-                i = pending.pop(ref)
+            self._pump(pending)
+        except Exception as error:  # noqa: BLE001 - the learner must hear of it, not wait for unrolls forever
+            log.exception("the Ray runtime failed")
+            self._pump_error = f"the Ray runtime failed: {error!r}"
+            self._stop_event.set()
+        finally:
+            for ref in pending:
                 try:
-                    unrolls, episodes, steps = ray.get(ref)
-                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as error:
-                    # The process died; Ray restarts it. Count once per death, not once per in-flight request.
-                    if not self._record_failure(i, error, died=True):
-                        return
-                    time.sleep(0.5)
-                    pending[self._request(i)] = i
+                    ray.cancel(ref)
+                except Exception:  # noqa: BLE001 - its actor may be gone already
+                    pass
+
+    def _pump(self, pending: dict) -> None:
+        """Probes actors until they answer, keeps `in_flight` requests per ready actor, and moves results into
+        the learner's queue; returns when the run stops."""
+        while not self._stop_event.is_set():
+            now = time.monotonic()
+            for index, slot in enumerate(self._slots):
+                if slot.ready:
                     continue
-                except ray.exceptions.RayTaskError as error:
-                    # The environment or the actor code raised: restart it with fresh environments.
-                    if not self._record_failure(i, error.cause or error, died=False):
+                if now - slot.down_since > self._restart_timeout:
+                    error = TimeoutError(f"actor {index} did not answer within {self._restart_timeout:.0f} s")
+                    slot.down_since = now
+                    if not self._record_failure(index, error):
                         return
-                    ray.kill(self._workers[i], no_restart=False)
-                    pending[self._request(i)] = i
+                if not slot.probing and now >= slot.probe_at:
+                    pending[slot.handle.ready.remote()] = (index, slot.incarnation, "probe")
+                    slot.probing = True
+            if not pending:
+                time.sleep(_POLL_SECS)
+                continue
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=_POLL_SECS)
+            for ref in done:
+                index, incarnation, kind = pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayError as error:
+                    if not self._on_error(index, incarnation, kind, error):
+                        return
                     continue
+                if kind == "probe":
+                    self._on_probe(index, incarnation, result, pending)
+                    continue
+                unrolls, episodes, steps = result
                 for episode in episodes:
                     self._on_episode(episode)
                 self._steps += steps
                 for unroll in unrolls:
                     if not self._queue.put(unroll):
                         return
-                pending[self._request(i)] = i
-        finally:
-            for ref in pending:
-                ray.cancel(ref, force=False)
+                slot = self._slots[index]
+                if slot.ready and incarnation == slot.incarnation:
+                    self._request(index, pending)
 
-    def _record_failure(self, worker_index: int, error: BaseException, died: bool) -> bool:
-        if died:
+    def _on_probe(self, index: int, incarnation: int, pid: int, pending: dict) -> None:
+        slot = self._slots[index]
+        slot.probing = False
+        if incarnation != slot.incarnation or pid == slot.pid_before:
+            slot.probe_at = time.monotonic() + _PROBE_SECS  # an answer from before the failure: ask again
+            return
+        slot.ready, slot.pid = True, pid
+        if incarnation > 0:
+            self._restarts += 1
+            log.warning("actor %d restarted (process %d, restart %d of the run)", index, pid, self._restarts)
+        for _ in range(self._in_flight):
+            self._request(index, pending)
+
+    def _on_error(self, index: int, incarnation: int, kind: str, error: ray.exceptions.RayError) -> bool:
+        """Handles a failed request; returns False if the run must stop."""
+        slot = self._slots[index]
+        now = time.monotonic()
+        if kind == "probe":
+            slot.probing = False  # still restarting: probe again shortly
+            slot.probe_at = now + _PROBE_SECS
+            return True
+        if incarnation != slot.incarnation:
+            return True  # another request lost in a failure already counted
+        if isinstance(error, ray.exceptions.RayTaskError):
+            # The environment or the actor code raised: a fresh process gets fresh environments.
+            cause = error.cause or error
+            remote_traceback = getattr(error, "traceback_str", "") or str(error)
+            log.warning(
+                "actor %d raised %r; restarting its process. In the actor:\n%s",
+                index,
+                cause,
+                remote_traceback,
+            )
+            ray.kill(slot.handle, no_restart=False)
+        else:
+            cause = error.with_traceback(None)  # the driver's side of it says nothing
             self._deaths += 1
-        if not self._failures.record(worker_index, error):
+            log.warning(
+                "actor %d died (process %s, death %d of the run); Ray restarts it",
+                index,
+                slot.pid,
+                self._deaths,
+            )
+        slot.incarnation += 1
+        slot.ready, slot.probing = False, False
+        slot.pid_before, slot.pid = slot.pid, None
+        slot.down_since, slot.probe_at = now, now + _PROBE_SECS
+        return self._record_failure(index, cause)
+
+    def _record_failure(self, index: int, error: BaseException) -> bool:
+        if not self._failures.record(index, error):
             self._stop_event.set()
             return False
         return True
@@ -178,21 +370,20 @@ class RayRuntime:
     def unrolls(self) -> Iterator[Unroll]:
         return iter(self._queue)
 
-    def after_update(self) -> None:
-        # One object-store copy per learner version, and only once some request has carried the previous one.
-        if self._wanted:
-            self._wanted = False
-            self._publish()
-
     @property
     def fatal(self) -> str | None:
-        return self._failures.fatal
+        return self._failures.fatal or self._pump_error
+
+    def actor_pids(self) -> list[int | None]:
+        """The process id of each actor that is up (None while it starts or restarts)."""
+        return [slot.pid if slot.ready else None for slot in self._slots]
 
     def stats(self) -> dict[str, int]:
         return {
             "actor_steps": self._steps,
             "actor_failures": self._failures.count,
             "actor_deaths": self._deaths,
+            "actor_restarts": self._restarts,
             "queue": self._queue.qsize(),
         }
 
@@ -200,8 +391,11 @@ class RayRuntime:
         self._stop_event.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
-        for worker in self._workers:
-            ray.kill(worker, no_restart=True)
-        self._workers = []
+        for slot in self._slots:
+            ray.kill(slot.handle, no_restart=True)
+        self._slots = []
+        if self._reservation is not None:
+            ray.kill(self._reservation)
+            self._reservation = None
         if self._started_ray:
             ray.shutdown()

@@ -1,0 +1,1 @@
+"""Experiment drivers (absl binaries over impala_tf): `python -m experiments.<name> --help`."""

@@ -1,0 +1,157 @@
+"""Plain trainer behaviour, in process on Catch: what a run writes and how a second run resumes it."""
+
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pandas as pd
+import pytest
+import tensorflow as tf
+from absl import flags
+from absl.testing import flagsaver
+
+from impala_tf import trainer, writers
+from suites.registry import get_suite
+
+FLAGS = flags.FLAGS
+T, B = 5, 8  # frames per update: T x B (Catch has one frame per step)
+CATCH_FLAGS = dict(
+    unroll_length=T, batch_size=B, num_actors=1, envs_per_actor=8, learning_rate=0.01, progress_every_secs=1
+)
+
+
+def train(logdir, **overrides) -> tuple[int, trainer.Trainer]:
+    """One in-process run of the catch suite (like `python -m suites.catch`), returning (exit code, trainer)."""
+    if not FLAGS.is_parsed():
+        FLAGS.mark_as_parsed()
+    with flagsaver.flagsaver(suite="catch", logdir=str(logdir), **{**CATCH_FLAGS, **overrides}):
+        run = trainer.Trainer(get_suite("catch"), str(logdir))
+        return run.run(), run
+
+
+def read_checkpoint(logdir) -> dict[str, int]:
+    reader = tf.train.load_checkpoint(str(logdir / "checkpoints"))
+    return {
+        name: int(reader.get_tensor(f"learner/{name}/.ATTRIBUTES/VARIABLE_VALUE"))
+        for name in ("num_frames", "num_updates", "num_nonfinite")
+    }
+
+
+@pytest.fixture(scope="module")
+def resumed_run(tmp_path_factory):
+    """A run to 2,000 frames, then the same run resumed to 4,000 frames, then started once more."""
+    logdir = tmp_path_factory.mktemp("catch") / "run"
+    first_code, _ = train(logdir, total_frames=2_000)
+    first = read_checkpoint(logdir)
+    first_rows = pd.read_csv(logdir / "episodes.csv")
+    second_code, second = train(logdir, total_frames=4_000)
+    second_lr = float(second.learner.learning_rate())
+    third_code, _ = train(logdir, total_frames=4_000)
+    return dict(
+        logdir=logdir,
+        codes=(first_code, second_code, third_code),
+        first=first,
+        first_rows=first_rows,
+        second=read_checkpoint(logdir),
+        second_lr=second_lr,
+    )
+
+
+def test_resume_continues_frame_and_update_counters(resumed_run):
+    assert resumed_run["codes"] == (0, 0, 0)
+    first, second = resumed_run["first"], resumed_run["second"]
+    assert first["num_frames"] == 2_000 and first["num_updates"] == 2_000 // (T * B)
+    # Every update of either run is counted once: the second run started from the first one's counters.
+    assert second["num_frames"] == 4_000 and second["num_updates"] == 4_000 // (T * B)
+    assert second["num_nonfinite"] == 0
+
+
+def test_resume_continues_the_learning_rate_schedule(resumed_run):
+    # Linear decay over the second run's budget: 4,000 frames consumed of 4,000 leave a learning rate of 0.
+    assert resumed_run["second_lr"] == pytest.approx(0.0, abs=1e-9)
+    events = _scalars(resumed_run["logdir"] / "tensorboard", "learner/learning_rate")
+    assert any(step <= 2_000 for step, _ in events) and any(step > 2_000 for step, _ in events)
+    for step, value in events:
+        # The rate logged at frame s was used by the update that ended there, i.e. began at s - T*B.
+        assert value == pytest.approx(0.01 * (1 - (step - T * B) / _budget(step)), rel=1e-4), step
+
+
+def _budget(step: int) -> int:
+    return 2_000 if step <= 2_000 else 4_000
+
+
+def test_episodes_csv_has_the_documented_columns_and_grows_monotonically(resumed_run):
+    rows = pd.read_csv(resumed_run["logdir"] / "episodes.csv")
+    assert tuple(rows.columns) == writers.EPISODE_COLUMNS
+    assert set(rows.task) == {"catch"}
+    assert rows.frames.is_monotonic_increasing and rows.frames.max() <= 4_000
+    assert set(rows.episode_return.unique()) <= {-1.0, 1.0}
+    assert (rows.episode_frames == 9).all()  # a Catch game is rows - 1 = 9 steps
+    # The first run's rows are kept verbatim by the resume, and the second run only appended after them.
+    first = resumed_run["first_rows"]
+    pd.testing.assert_frame_equal(rows.iloc[: len(first)].reset_index(drop=True), first)
+    assert rows.frames.iloc[len(first) :].min() > 2_000
+
+
+def test_config_json_records_suite_flags_spaces_and_versions(resumed_run):
+    run_config = json.loads((resumed_run["logdir"] / "config.json").read_text())
+    assert run_config["suite"] == "catch" and run_config["games"] == ["catch"]
+    assert run_config["backend"] == "catch" and run_config["protocol"] == "catch"
+    assert run_config["observation_shape"] == [10, 5, 1] and run_config["num_actions"] == 3
+    assert run_config["frames_per_step"] == 1
+    assert run_config["task_proportions"] == {"catch": 1.0}
+    assert run_config["flags"]["total_frames"] == 4_000  # the latest command's budget
+    assert run_config["flags"]["unroll_length"] == T and run_config["flags"]["batch_size"] == B
+    assert {"impala_tf", "tensorflow", "ale_py", "python"} <= set(run_config["versions"])
+
+
+def test_rerunning_a_finished_run_trains_no_further(resumed_run, capsys):
+    # The third run of the fixture found 4,000 of 4,000 frames done: it changed nothing.
+    assert resumed_run["second"]["num_frames"] == 4_000
+    code, _ = train(resumed_run["logdir"], total_frames=4_000)
+    assert code == 0 and "nothing to do" in capsys.readouterr().out
+    assert read_checkpoint(resumed_run["logdir"]) == resumed_run["second"]
+
+
+def test_check_existing_run_names_what_differs(tmp_path):
+    values = {"network": "shallow", "use_lstm": False, "popart": False, "rmsprop_momentum": 0.0}
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "suite": "catch",
+                "games": ["catch"],
+                "flags": {**values, "network": "deep", "rmsprop_momentum": 0.9},
+                "observation_shape": [10, 5, 1],
+                "num_actions": 3,
+            }
+        )
+    )
+    with pytest.raises(trainer.UserError) as error:
+        trainer.check_existing_run(tmp_path, "catch", ("catch",), values, (10, 5, 1), 4)
+    message = str(error.value)
+    assert "--network: checkpoint 'deep', now 'shallow'" in message
+    assert "--rmsprop_momentum: checkpoint 0.9, now 0.0" in message
+    assert "actions: checkpoint 3, now 4" in message
+    assert "\n" not in message
+    with pytest.raises(trainer.UserError, match="holds a run of suite 'catch'"):
+        trainer.check_existing_run(tmp_path, "minatar", ("breakout",), values)
+    # Same shapes: a resume with another learning rate or frame budget is fine.
+    trainer.check_existing_run(
+        tmp_path, "catch", ("catch",), {**values, "network": "deep", "rmsprop_momentum": 0.5}, (10, 5, 1), 3
+    )
+
+
+def test_trainer_restores_the_signal_handlers_it_replaced(resumed_run):
+    import signal
+
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def _scalars(directory, tag) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing import event_accumulator
+
+    accumulator = event_accumulator.EventAccumulator(str(directory), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    return [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in accumulator.Tensors(tag)]
