@@ -122,6 +122,7 @@ class PolicyModule(tf.Module):
         return dict(self._metadata)
 
     def _step(self, observation, prev_action, prev_reward, step_type, task_id, state, seed):
+        """The `step` signature; shapes in the module docstring."""
         batch_size = tf.shape(observation)[0]
         num_chunks = (batch_size + CHUNK_SIZE - 1) // CHUNK_SIZE
         padding = num_chunks * CHUNK_SIZE - batch_size
@@ -298,16 +299,8 @@ class ExportedPolicy:
     """
 
     def __init__(self, directory: str | Path, seed: int = 0, greedy: bool = False):
-        directory = Path(directory)
-        if not tf.saved_model.contains_saved_model(str(directory)):
-            raise ExportError(f"{directory} holds no SavedModel (export one with python -m impala_tf.export)")
+        self.metadata = read_metadata(directory)
         self.model = tf.saved_model.load(str(directory))
-        asset = Path(self.model.metadata_file.asset_path.numpy().decode())
-        self.metadata: dict[str, Any] = json.loads(asset.read_text())
-        if self.metadata.get("format") != FORMAT:
-            raise ExportError(
-                f"{directory}: unknown policy format {self.metadata.get('format')!r}; want {FORMAT}"
-            )
         self.greedy = greedy
         self._seed = np.array([seed % 2**31, 0], np.int32)
         self._calls = 0

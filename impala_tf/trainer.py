@@ -232,8 +232,6 @@ class Trainer:
             raise UserError(
                 f"--queue_capacity must be >= 0 (0: 2 x --batch_size), got {FLAGS.queue_capacity}"
             )
-        if FLAGS.init_from and not (Path(FLAGS.init_from) / "config.json").exists():
-            raise UserError(f"--init_from={FLAGS.init_from} is not a run directory (no config.json)")
 
         tf.random.set_seed(self.spec.seed)
         # One probe environment gives the specs; the network and learner follow from them.
@@ -258,8 +256,8 @@ class Trainer:
             xla=self.spec.xla,
             popart_step_size=FLAGS.popart_step_size,
         )
-        if FLAGS.init_from:  # before anything is written: a checkpoint that does not fit is a user error
-            self.init_path = checkpoints.init_network_from(FLAGS.init_from, network)
+        # Before anything is written: an --init_from that is no run, or does not fit, is a user error.
+        self.init_path = checkpoints.init_network_from(FLAGS.init_from, network) if FLAGS.init_from else None
         # Created only now, after every check, so that a rejected command writes nothing.
         try:
             self.logdir.mkdir(parents=True, exist_ok=True)
@@ -311,7 +309,7 @@ class Trainer:
                 f"({episodes.dropped_rows} episodes.csv rows after it dropped)",
                 flush=True,
             )
-        elif FLAGS.init_from:
+        elif self.init_path:
             print(f"initialised the network from {self.init_path}", flush=True)
         proportions = ", ".join(f"{g} {p:.0%}" for g, p in self.spec.task_proportions().items())
         print(f"suite {self.suite.name}: {self.spec.num_tasks} tasks ({proportions})", flush=True)

@@ -218,6 +218,8 @@ def test_one_export_serves_any_batch_size_and_describes_its_suite(runs):
         True,
     )
     assert meta["trained_frames"] == 4321 and meta["run_config"]["flags"]["use_lstm"] is True
+    suite = export.policy_suite(model_dir)  # environments for the policy: its games, in its task order
+    assert (suite.name, suite.games, suite.protocol) == ("minatar", ("breakout", "asterix"), "minatar")
     legal = np.array(meta["legal_action_mask"])
     for batch_size in (1, 8, 17):  # below, at and above the export's chunk size
         state = policy.initial_state(batch_size)

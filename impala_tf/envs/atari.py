@@ -24,8 +24,9 @@ game score; they are almost always 0.
 Truncation at the frame cap is LAST with discount 1 (the learner bootstraps); termination is discount 0.
 
 Finished games are detected from ale-py's two frame counters: `frame_number` runs on across games while
-`episode_frame_number` restarts, so a step whose two deltas differ began a new game. This is exact whatever a
-game's `lives()` does at game over, and it reports a finished game on the step after its LAST.
+`episode_frame_number` restarts, so their difference (the frame at which the game began) changes exactly when
+a new game begins. This holds whatever a game's `lives()` does at game over, and it reports a finished game on
+the step after its LAST.
 """
 
 from __future__ import annotations
@@ -145,8 +146,12 @@ class AtariBatchedEnv(BatchedEnv):
       protocol: "impala" or "machado" (see the module docstring).
       action_set: "full" (18 actions, each game's illegal ones masked and executed as NOOP) or "minimal"
         (a single game's minimal set).
-      num_threads: C++ threads over all games (0 or None: one per environment, capped by the cores).
+      num_threads: C++ threads shared out over the games, at least one each (0 or None: one per
+        environment, capped by the cores).
       max_episode_frames: frame cap of a game (default: the protocol's 108,000).
+
+    Per environment, for the game in progress: `lives`, `game_returns` (raw score so far) and `game_frames`
+    (emulator frames so far, no-op starts included).
     """
 
     def __init__(
@@ -232,7 +237,7 @@ class AtariBatchedEnv(BatchedEnv):
         self.lives = np.zeros(n, np.int32)
         self.game_returns = np.zeros(n, np.float64)  # raw score of the game in progress
         self.game_frames = np.zeros(n, np.int64)  # frames of the game in progress, no-op starts included
-        self._frame_number = np.zeros(n, np.int64)
+        self._game_start = np.zeros(n, np.int64)  # ale-py's running frame number when the game began
         self._after_last = np.zeros(n, bool)  # the previous emitted step was LAST: this one is FIRST
         self._pending_last = np.zeros(n, bool)  # the game ended during a FIRST step: emit that LAST now
         self._pending_discount = np.zeros(n, np.float32)
@@ -257,13 +262,14 @@ class AtariBatchedEnv(BatchedEnv):
             self.step_wait()
         n = self.num_envs
         frames = np.empty((n, *OBSERVATION_SHAPE[:2]), np.uint8)
+        self.lives, self.game_frames, self._game_start = (np.empty(n, np.int64) for _ in range(3))
         for group in self._groups:
             seeds = self._seeds[group.env_index] if not self._seeded else None
             obs, info = group.vector_env.reset(seed=seeds)
-            frames[group.where] = obs[:, 0]
-            self.lives[group.where] = info["lives"]
-            self.game_frames[group.where] = info["episode_frame_number"]
-            self._frame_number[group.where] = info["frame_number"]
+            w = group.where
+            frames[w] = obs[:, 0]
+            self.lives[w], self.game_frames[w] = info["lives"], info["episode_frame_number"]
+            self._game_start[w] = info["frame_number"] - info["episode_frame_number"]
         self._seeded = True
         self.game_returns[:] = 0
         self._after_last[:] = False
@@ -319,7 +325,8 @@ class AtariBatchedEnv(BatchedEnv):
         reward = reward.astype(np.float32)
 
         # Game bookkeeping, in raw score.
-        new_game = (episode_frame - self.game_frames) != (frame - self._frame_number)
+        game_start = frame - episode_frame
+        new_game = game_start != self._game_start
         if new_game.any():
             for i in np.flatnonzero(new_game):
                 self._finished.append(
@@ -329,9 +336,7 @@ class AtariBatchedEnv(BatchedEnv):
                 )
             self.game_returns[new_game] = 0
         self.game_returns += reward
-        self.game_frames[:] = episode_frame
-        self._frame_number[:] = frame
-        self.lives[:] = lives
+        self.game_frames, self._game_start, self.lives = episode_frame, game_start, lives
         observation = self._stacked_observation(frames, new_game)
 
         # Learning-episode labels.

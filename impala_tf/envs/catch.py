@@ -80,7 +80,8 @@ class CatchBatchedEnv(BatchedEnv):
             raise ValueError(f"Catch actions must lie in [0, {NUM_ACTIONS}), got {actions}")
         restart = self._after_last.copy()
         playing = ~restart
-        self._new_episodes(restart)
+        if restart.any():
+            self._new_episodes(restart)
 
         self._paddle[playing] = np.clip(self._paddle[playing] + actions[playing] - 1, 0, self.columns - 1)
         self._ball_row[playing] += 1

@@ -31,7 +31,7 @@ try:
     import tensorflow_probability as tfp
     from tf_agents.environments import py_environment
     from tf_agents.policies import tf_policy
-    from tf_agents.specs import array_spec, tensor_spec
+    from tf_agents.specs import array_spec
     from tf_agents.trajectories import policy_step
     from tf_agents.trajectories import time_step as ts
 
@@ -150,7 +150,7 @@ class ExportedTFPolicy(_TFPolicy):
       seed: the sampling seed; the n-th `action` call samples with stateless seed (seed, n).
 
     Policy state: {"core": float32 [2, H] (the LSTM's (h, c); H = 0 without one), "prev_action": int32 []},
-    batch-major as tf-agents wants. `info` holds the policy logits [A] and the baseline value.
+    batch-major as tf-agents wants. `info` holds the policy logits [A] and the value (unnormalised under PopArt).
     """
 
     def __init__(
@@ -176,10 +176,14 @@ class ExportedTFPolicy(_TFPolicy):
         game = games[0] if game is None else game
         if game not in games:
             raise ValueError(f"{game!r} is not a game of this policy; valid: {', '.join(games)}")
-        obs_shape = tuple(time_step_spec.observation.shape)
-        if obs_shape != tuple(self.metadata["observation_shape"]):
+        obs_shape, policy_shape = (
+            tuple(time_step_spec.observation.shape),
+            tuple(self.metadata["observation_shape"]),
+        )
+        if obs_shape != policy_shape:
             raise ValueError(
-                f"the environment's observations are {obs_shape}, the policy's {tuple(self.metadata['observation_shape'])}"
+                f"the environment's observations are {obs_shape}, the policy's {policy_shape}: build the "
+                "environment from impala_tf.export.policy_suite(saved_model_dir)"
             )
         self.task_id = games.index(game)
         self._greedy = greedy
@@ -236,16 +240,11 @@ class ExportedTFPolicy(_TFPolicy):
             distribution = tfp.distributions.Deterministic(
                 tf.cast(out["greedy_action"], self.action_spec.dtype)
             )
-        # prev_action is what the caller samples; it is kept as the argmax here, the best a distribution allows.
+        # The action the caller will draw is unknown here: the state assumes the mode (what GreedyPolicy takes).
+        # It matters only to an LSTM core, whose input includes the previous action; sample with action().
         new_state = {
             "core": tf.transpose(out["state"], [1, 0, 2]),
             "prev_action": out["greedy_action"],
         }
         info = {"policy_logits": out["policy_logits"], "value": out["value"]}
         return policy_step.PolicyStep(distribution, new_state, info)
-
-
-def tensor_specs_of(env: SuitePyEnvironment):
-    """(time_step_spec, action_spec) as TensorSpecs, for building a policy without a TFPyEnvironment."""
-    _require_tf_agents()
-    return tensor_spec.from_spec(env.time_step_spec()), tensor_spec.from_spec(env.action_spec())
