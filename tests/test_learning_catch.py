@@ -31,7 +31,6 @@ def test_impala_learns_catch_within_budget(tmp_path, seed):
             f"--logdir={logdir}",
             f"--total_frames={FRAMES}",
             f"--seed={seed}",
-            "--learning_rate=0.01",
         ],
         repo,
     )
