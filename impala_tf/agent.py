@@ -4,7 +4,7 @@ and Ray actors alike, so that every process builds exactly the same environments
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -59,6 +59,28 @@ class RunSpec:
             num_actions=num_actions,
             num_value_heads=self.num_tasks if self.popart else 1,
         )
+
+
+def run_spec_from_flags(suite: Any, f: Mapping[str, Any]) -> RunSpec:
+    """The RunSpec of resolved training flags (`config.flag_values_dict()`, or config.json's "flags")."""
+    from impala_tf import config
+
+    return RunSpec(
+        suite=suite,
+        protocol=f.get("protocol"),
+        action_set=f.get("action_set"),
+        seed=f.get("seed", 1),
+        network=f["network"],
+        use_lstm=f["use_lstm"],
+        popart=f.get("popart", False),
+        reward_clipping=f["reward_clipping"],
+        unroll_length=f["unroll_length"],
+        num_actors=f.get("num_actors", 1),
+        envs_per_actor=f.get("envs_per_actor", 1),
+        env_threads=f.get("env_threads", 0),
+        xla=config.use_xla(f.get("xla", "auto")),
+        reward_scale=tuple(config.parse_reward_scales(f.get("reward_scale") or []).items()),
+    )
 
 
 def make_env(spec: RunSpec, task_ids: list[int], seed: int) -> BatchedEnv:

@@ -13,6 +13,7 @@ exactly one game, so that short games are not over-represented. Writes, atomical
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -22,9 +23,16 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from impala_tf import agent, checkpoints, config, export, writers
+from impala_tf import (
+    agent,
+    checkpoints,
+    config,  # noqa: F401 - defines --logdir and the other training flags
+    export,
+    writers,
+)
 from impala_tf.actor import ActingPolicy
 from impala_tf.envs.base import StepType
+from impala_tf.trainer import UserError
 
 FLAGS = flags.FLAGS
 
@@ -60,22 +68,11 @@ def run_spec_from_config(run_config: dict, where: Path) -> agent.RunSpec:
     try:
         f = run_config["flags"]
         suite = resolve_suite(f["suite"], list(run_config["games"]))
+        spec = agent.run_spec_from_flags(suite, f)
     except KeyError as error:
-        raise EvalError(f"{where} is malformed ({error})") from None
-    return agent.RunSpec(
-        suite=suite,
-        protocol=run_config.get("protocol"),
-        action_set=f.get("action_set"),
-        seed=f.get("seed", 1),
-        network=f["network"],
-        use_lstm=f["use_lstm"],
-        popart=f.get("popart", False),
-        reward_clipping=f["reward_clipping"],
-        unroll_length=f["unroll_length"],
-        num_actors=1,
-        envs_per_actor=1,
-        xla=config.use_xla(f.get("xla", "auto")),
-    )
+        raise EvalError(f"{where} is malformed (missing {error})") from None
+    # Evaluation plays whole games in its own environments: one actor, one env per game played.
+    return dataclasses.replace(spec, protocol=run_config.get("protocol"), num_actors=1, envs_per_actor=1)
 
 
 def play_games(spec: agent.RunSpec, policy_step, initial_state, episodes: int, seed: int) -> list[dict]:
@@ -198,7 +195,7 @@ def main(argv):
             )
         else:
             summary = evaluate_run(out_dir, FLAGS.episodes, FLAGS.eval_seed, FLAGS.agent)
-    except (EvalError, export.ExportError, checkpoints.CheckpointError, ValueError) as error:
+    except (EvalError, export.ExportError, checkpoints.CheckpointError, UserError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     width = max(len(g) for g in summary["mean_score"])

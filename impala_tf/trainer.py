@@ -61,22 +61,7 @@ def resolve_suite(name: str, games: list[str]):
 
 
 def run_spec_from_flags(suite) -> agent.RunSpec:
-    return agent.RunSpec(
-        suite=suite,
-        protocol=FLAGS.protocol,
-        action_set=FLAGS.action_set,
-        seed=FLAGS.seed,
-        network=FLAGS.network,
-        use_lstm=FLAGS.use_lstm,
-        popart=FLAGS.popart,
-        reward_clipping=FLAGS.reward_clipping,
-        unroll_length=FLAGS.unroll_length,
-        num_actors=FLAGS.num_actors,
-        envs_per_actor=FLAGS.envs_per_actor,
-        env_threads=FLAGS.env_threads,
-        xla=config.use_xla(),
-        reward_scale=tuple(config.parse_reward_scales(FLAGS.reward_scale).items()),
-    )
+    return agent.run_spec_from_flags(suite, config.flag_values_dict())
 
 
 def loss_config_from_flags() -> LossConfig:

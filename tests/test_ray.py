@@ -206,6 +206,11 @@ def test_too_many_failures_stop_the_run_instead_of_waiting_for_unrolls(local_ray
     try:
         run.runtime.start()
         started = time.monotonic()
+        for i in range(20):
+            time.sleep(3)
+            sl = run.runtime._slots[0]
+            print("DBG", i, ray.available_resources().get("CPU"), run.runtime.stats(), sl.ready, sl.probing, sl.incarnation, run.stop.is_set(), flush=True)
+            if run.stop.is_set(): break
         unrolls = list(run.runtime.unrolls())  # ends: the runtime stops the run
         assert time.monotonic() - started < 120
     finally:

@@ -46,11 +46,13 @@ MINATAR_FRAMES = 5_000_000  # all five games together: 1M per game
 MINATAR_FLAGS = ["--learning_rate=0.002"]  # the leaderboard's runs (leaderboards/minatar)
 # Measured (20 evaluation games per game, 5M frames, --learning_rate=0.002; leaderboards/inputs/minatar/multitask):
 #   seed 1: asterix 0.75, breakout 4.85, freeway 16.65, seaquest 1.35, space_invaders 58.4
-#   seed 2: SEED2_NUMBERS
-# Random policy (experiments/minatar_random_scores.py, 1000 games): RANDOM_NUMBERS
+#   seed 2: asterix 1.2, breakout 5.45, freeway 19.6, seaquest 0.8, space_invaders 69.6
+# Random policy (experiments/minatar_random_scores.py, 1000 games, seed 0): asterix 0.50, breakout 0.38,
+#   freeway 0.34, seaquest 0.08, space_invaders 4.11.
 # Thresholds sit well above random and below every measured seed; asterix and seaquest are not learned at this
-# budget (within about a point of random), so they carry no threshold.
-MINATAR_THRESHOLDS = {"breakout": 3.0, "freeway": 8.0, "space_invaders": 35.0}
+# budget (within about a point of random), so they carry no threshold. Freeway's threshold is the lowest
+# relative to the measurements because its learning is a late jump (seed 1: training return 5.6 at 3.6M frames).
+MINATAR_THRESHOLDS = {"breakout": 3.0, "freeway": 5.0, "space_invaders": 35.0}
 
 
 def test_multitask_minatar_reaches_thresholds_at_5m_frames(tmp_path):
