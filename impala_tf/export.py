@@ -58,9 +58,6 @@ FLAGS = flags.FLAGS
 
 METADATA_ASSET = "impala_policy.json"
 FORMAT = "impala_tf.policy/1"
-# The network's unroll takes static shapes (what XLA wants); the export runs it over fixed-size chunks of the
-# batch so that one SavedModel serves any batch size.
-CHUNK_SIZE = 8
 _POPART_MU_KEY = "learner/popart_mu/.ATTRIBUTES/VARIABLE_VALUE"
 _POPART_NU_KEY = "learner/popart_nu/.ATTRIBUTES/VARIABLE_VALUE"
 
@@ -123,47 +120,11 @@ class PolicyModule(tf.Module):
 
     def _step(self, observation, prev_action, prev_reward, step_type, task_id, state, seed):
         """The `step` signature; shapes in the module docstring."""
-        batch_size = tf.shape(observation)[0]
-        num_chunks = (batch_size + CHUNK_SIZE - 1) // CHUNK_SIZE
-        padding = num_chunks * CHUNK_SIZE - batch_size
-
-        def chunked(x: tf.Tensor) -> tf.Tensor:
-            """[B, ...] -> [num_chunks, CHUNK_SIZE, ...], zero-padded."""
-            x = tf.pad(x, [[0, padding]] + [[0, 0]] * (x.shape.rank - 1))
-            return tf.reshape(x, tf.concat([[num_chunks, CHUNK_SIZE], tf.shape(x)[1:]], 0))
-
-        def unchunked(x: tf.Tensor) -> tf.Tensor:
-            return tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], 0))[:batch_size]
-
         clipped_reward = clip_rewards(prev_reward, self._reward_clipping)
-
-        def step_chunk(args):
-            obs, action, reward, kind, task, core_state = args
-            output, new_state = self.network.step(
-                obs, action, reward, tf.cast(kind, tf.uint8), task, tf.transpose(core_state, [1, 0, 2])
-            )
-            return output.policy_logits, output.baseline, tf.transpose(new_state, [1, 0, 2])
-
-        inputs = (
-            observation,
-            prev_action,
-            clipped_reward,
-            step_type,
-            task_id,
-            tf.transpose(state, [1, 0, 2]),
+        output, new_state = self.network.step(
+            observation, prev_action, clipped_reward, tf.cast(step_type, tf.uint8), task_id, state
         )
-        num_actions = self.network.config.num_actions
-        logits, baseline, new_state = tf.map_fn(
-            step_chunk,
-            tuple(chunked(x) for x in inputs),
-            fn_output_signature=(
-                tf.TensorSpec([CHUNK_SIZE, num_actions], tf.float32),
-                tf.TensorSpec([CHUNK_SIZE], tf.float32),
-                tf.TensorSpec([CHUNK_SIZE, 2, self.network.state_size], tf.float32),
-            ),
-        )
-        logits, baseline = unchunked(logits), unchunked(baseline)
-        new_state = tf.transpose(unchunked(new_state), [1, 0, 2])
+        logits, baseline = output.policy_logits, output.baseline
         # The same op and seed layout as ActingPolicy, so that equal seeds draw equal actions.
         action = tf.random.stateless_categorical(logits, 1, seed=seed, dtype=tf.int32)[:, 0]
         value = tf.gather(self._sigma, task_id) * baseline + tf.gather(self._mu, task_id)

@@ -209,11 +209,12 @@ class ImpalaNetwork(keras.layers.Layer):
         Returns:
           AgentOutput(policy_logits [T+1, B, A], baseline [T+1, B]) and the state after step T, [2, B, H].
         """
-        num_steps, batch_size = observation.shape[0], observation.shape[1]
-        frames = tf.reshape(observation, [num_steps * batch_size, *observation.shape[2:]])
+        # T must be static (the LSTM loop is unrolled); B may be dynamic (exported policies take any batch).
+        num_steps = observation.shape[0]
+        frames = tf.reshape(observation, [-1, *observation.shape[2:]])
         # The one uint8 -> float conversion; everything upstream moves bytes.
         frames = tf.cast(frames, tf.float32) / 255.0
-        torso_output = tf.reshape(self.torso(frames), [num_steps, batch_size, self.config.hidden_size])
+        torso_output = tf.reshape(self.torso(frames), [num_steps, -1, self.config.hidden_size])
 
         if self.core is None:
             core_output, final_state = torso_output, state

@@ -4,6 +4,7 @@ The subprocess tests run the real binary (`python -m suites.catch`) the way a us
 leaves behind: exit code, stderr's last line, the run directory.
 """
 
+import errno
 import json
 import logging
 import os
@@ -422,23 +423,43 @@ def test_actor_failures_past_max_actor_restarts_stop_the_run_cleanly(tmp_path, m
 # --- a full disk -----------------------------------------------------------------------------------------------
 
 
-def test_full_disk_stops_with_one_line_and_leaves_no_partial_checkpoint(tmp_path):
-    def small_file_limit():
-        # Writes past 100 KB fail with EFBIG ("File too large"), as a full disk fails them with ENOSPC.
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
-
+def test_full_disk_stops_with_one_line_and_leaves_no_partial_checkpoint(tmp_path, capsys):
     logdir = tmp_path / "run"
-    process = binary(logdir, "--total_frames=100000", *FAST_RUN, preexec_fn=small_file_limit)
-    out, err = process.communicate(timeout=300)
-    assert process.returncode == trainer.EXIT_WRITE_FAILED, err[-3000:]
-    assert "Traceback" not in err
-    message = last_line(err)
-    assert message.startswith("error: cannot write checkpoint") and "File too large" in message
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    # Writes past 100 KB now fail with EFBIG ("File too large"), as writes to a full disk fail with ENOSPC; the
+    # first checkpoint (~220 KB) is the first file to hit it.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, hard))
+    try:
+        code = train_in_process(logdir, total_frames=100_000, checkpoint_every_secs=1)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert code == trainer.EXIT_WRITE_FAILED
+    message = last_line(capsys.readouterr().err)
+    assert message.startswith("error: cannot write checkpoint") and message.count("File too large") == 1
     assert list((logdir / "checkpoints").iterdir()) == []  # the failed save's files are gone
-    assert not [p for p in logdir.rglob("*.tmp")]
+    assert not list(logdir.rglob("*.tmp"))
     json.loads((logdir / "config.json").read_text())
     episode_rows(logdir)
+
+
+def test_episodes_csv_write_failure_stops_with_one_line_and_keeps_the_last_checkpoint(
+    tmp_path, monkeypatch, capsys
+):
+    logdir = tmp_path / "run"
+    assert train_in_process(logdir, total_frames=400) == trainer.EXIT_OK
+    good = checkpoint_counters(logdir)
+
+    def disk_full(self, *row):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+
+    monkeypatch.setattr(writers.EpisodeLog, "append", disk_full)
+    assert train_in_process(logdir, total_frames=100_000) == trainer.EXIT_WRITE_FAILED
+    message = last_line(capsys.readouterr().err)
+    assert message.startswith(f"error: cannot write {logdir / 'episodes.csv'}: No space left on device")
+    assert "ckpt-" in message
+    assert checkpoint_counters(logdir) == good  # no checkpoint after rows that could not be written
 
 
 # --- signals ---------------------------------------------------------------------------------------------------
