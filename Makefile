@@ -68,5 +68,9 @@ test-tf-agents: setup $(TFA_STAMP)
 leaderboards: setup
 	$(PY) -m impala_tf.leaderboard --suite=atari57 --reference=impala_paper,machado_repro --out=leaderboards/atari57
 
+SOAK_MINUTES ?= 30
+soak: setup
+	$(PY) tests/soak.py --minutes=$(SOAK_MINUTES)
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -133,7 +133,7 @@ def check_existing_run(
     try:
         old = json.loads(path.read_text())
         old_flags = dict(old.get("flags", {}))
-    except (OSError, ValueError, TypeError) as error:
+    except (OSError, ValueError, TypeError, AttributeError) as error:  # not JSON, or not an object
         raise UserError(f"{path} is unreadable ({error}); use a new --logdir") from None
     if old.get("suite") != suite_name or tuple(old.get("games", ())) != games:
         raise UserError(

@@ -1,7 +1,7 @@
 """Bad input everywhere a user types: one line on stderr, a non-zero exit, no traceback, nothing written.
 
-Every case runs a real binary in a subprocess; the cases of a group start together (they mostly wait on
-TensorFlow's import) and each test checks one of them.
+Every case runs a real binary in a subprocess; a module fixture runs a group's cases in parallel (they mostly
+wait on TensorFlow's import) and each test checks one of them.
 """
 
 import json
@@ -17,7 +17,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 # A script that hides one Atari ROM from the suite registry, as an ale-py without it would, then runs atari5.
 WITHOUT_QBERT_ROM = """
-import sys
 from suites import registry
 from impala_tf import trainer
 roms = registry._ale_rom_ids()
@@ -63,11 +62,6 @@ FAST_CASES = {
     "unknown_game": (
         ["-m", "suites.atari5", "--games=nope", "--logdir={logdir}"],
         "'nope' not in suite 'atari5'; valid:",
-    ),
-    "unknown_network": (["-m", "suites.catch", "--network=resnet", "--logdir={logdir}"], "<shallow|deep>"),
-    "zero_frames": (
-        ["-m", "suites.catch", "--total_frames=0", "--logdir={logdir}"],
-        "--total_frames must be >= 1, got 0",
     ),
     "too_few_environments": (
         ["-m", "suites.atari5", "--num_actors=1", "--envs_per_actor=2", "--logdir={logdir}"],
@@ -165,11 +159,16 @@ SLOW_CASES = {
         deep_network_run,
     ),
     "missing_logdir": (["-m", "suites.catch"], "--logdir is required"),
+    "unknown_network": (["-m", "suites.catch", "--network=resnet", "--logdir={logdir}"], "<shallow|deep>"),
+    "zero_frames": (
+        ["-m", "suites.catch", "--total_frames=0", "--logdir={logdir}"],
+        "--total_frames must be >= 1, got 0",
+    ),
 }
 
 
 def run_cases(cases: dict, root: Path) -> dict:
-    """Runs every case at once; returns id -> (returncode, stderr, logdir, listing of the logdir before)."""
+    """Runs the cases, 8 at a time; returns id -> (returncode, stderr, logdir, contents of the logdir before)."""
     (root / "a_file").write_text("not a directory\n")
 
     def run(case_id):
@@ -178,7 +177,7 @@ def run_cases(cases: dict, root: Path) -> dict:
         logdir.parent.mkdir()
         if setup:
             setup[0](logdir)
-        before = sorted(p.name for p in logdir.iterdir()) if logdir.exists() else None
+        before = contents(logdir)
         paths = {"logdir": logdir, "a_file": root / "a_file", "suite_file": logdir.parent / "suite.json"}
         argv = [arg.format(**paths) if arg.startswith("--") else arg for arg in command]
         process = subprocess.run(
@@ -213,9 +212,13 @@ def check(result, expected: str) -> None:
     # The message is the last line, or, for absl's flag errors, the line before its "Pass --helpshort" hint.
     message = lines[-2] if lines[-1].startswith("Pass --helpshort") else lines[-1]
     assert expected in message, stderr[-2000:]
-    # Nothing written: no logdir, or the one that was there, untouched.
-    after = sorted(p.name for p in logdir.iterdir()) if logdir.exists() else None
-    assert after == before
+    assert contents(logdir) == before  # nothing written: no logdir, or the one that was there untouched
+
+
+def contents(directory: Path) -> dict[str, bytes] | None:
+    if not directory.exists():
+        return None
+    return {str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()}
 
 
 @pytest.mark.parametrize("case_id", list(FAST_CASES))

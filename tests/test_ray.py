@@ -43,7 +43,7 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 def local_ray():
     # One fake GPU, so that --learner_gpus can be reserved on a machine without one.
     ray.init(
-        num_cpus=2, num_gpus=1, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False
+        num_cpus=4, num_gpus=1, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False
     )
     try:
         yield
@@ -136,7 +136,6 @@ def faulty_run(local_ray):
     runtime = run.runtime
     try:
         runtime.start()
-        print("DBG0", ray.available_resources(), ray.cluster_resources(), flush=True)
         assert run.train(until=lambda: runtime.actor_pids()[0] and run.learner.num_updates.numpy() >= 3)
         victim = runtime.actor_pids()[0]
         os.kill(victim, signal.SIGKILL)
@@ -145,7 +144,6 @@ def faulty_run(local_ray):
         assert run.train(
             until=lambda: runtime.stats()["actor_steps"] >= steps_at_restart + 4 * BATCH_SIZE * UNROLL_LENGTH
         )
-        print("DBG", ray.available_resources(), ray.cluster_resources(), flush=True)
         outcome = {
             "stats": runtime.stats(),
             "fatal": runtime.fatal,

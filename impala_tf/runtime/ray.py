@@ -264,11 +264,21 @@ class RayRuntime:
             self._pump_error = f"the Ray runtime failed: {error!r}"
             self._stop_event.set()
         finally:
-            for ref in pending:
-                try:
-                    ray.cancel(ref)
-                except Exception:  # noqa: BLE001 - its actor may be gone already
-                    pass
+            self._drop(pending)
+
+    @staticmethod
+    def _drop(pending: dict) -> None:
+        """Cancels what is still asked of the actors; reads what already failed, so Ray does not report it."""
+        if not pending:
+            return
+        done, waiting = ray.wait(list(pending), num_returns=len(pending), timeout=0)
+        for ref in waiting:
+            ray.cancel(ref)
+        for ref in done:
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayError:
+                pass
 
     def _pump(self, pending: dict) -> None:
         """Probes actors until they answer, keeps `in_flight` requests per ready actor, and moves results into
