@@ -57,7 +57,7 @@ ATARI57_JOB = """
 
 The paper-scale experiment (Hessel et al. 2019: one deep IMPALA agent on all 57 games, unclipped rewards,
 PopArt statistics step size 3e-4, 200M frames per game) is the atari57 suite binary with PopArt on. It was not run
-here (no GPU, and 11.4B frames); the commands are:
+here (11.4B frames; this work had 2 shared CPU cores); the commands are:
 
 ```
 make setup EXTRAS=gpu,ray,test          # tensorflow[and-cuda] instead of tensorflow-cpu
@@ -107,11 +107,11 @@ def normalised_curves(
     for _, per_game in data.curves:
         values = []
         for game in suite.games:
-            frames, returns = per_game[game]
+            frames, returns = per_game[
+                game
+            ]  # smoothed; held constant before the first and after the last game
             low, high = suite.normalisers[game]
-            values.append(
-                scoring.normalised_score(scoring.mean_curve_on_grid([(frames, returns)], grid), low, high)
-            )
+            values.append(scoring.normalised_score(np.interp(grid, frames, returns), low, high))
         curves.append(np.median(np.array(values), axis=0))
     return np.array(curves)
 
@@ -138,11 +138,11 @@ def report(workdir: Path, configs: list[str], normaliser: str, out: Path, resamp
     final_curve = {}
     for name in configs:
         curves = normalised_curves(suite, by_name[name], grid)
-        mean = np.nanmean(curves, axis=0)
+        mean = np.mean(curves, axis=0)
         final_curve[name] = float(mean[-1])
         axis.plot(grid, mean, label=f"{name} ({curves.shape[0]} seeds)")
         if curves.shape[0] > 1:
-            axis.fill_between(grid, np.nanmin(curves, axis=0), np.nanmax(curves, axis=0), alpha=0.2)
+            axis.fill_between(grid, np.min(curves, axis=0), np.max(curves, axis=0), alpha=0.2)
     axis.set_xlabel("frames (all games)")
     axis.set_ylabel("median over games of normalised return (%)")
     axis.set_title("MinAtar, rewards rescaled ×0.1 … ×1000 per game", fontsize=9)

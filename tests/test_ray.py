@@ -10,7 +10,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import csv
 import itertools
+import json
 import logging
+import re
 import signal
 import subprocess
 import sys
@@ -27,7 +29,7 @@ from impala_tf import agent  # noqa: E402
 from impala_tf import learner as learner_lib  # noqa: E402
 from impala_tf.actor import snapshot_of  # noqa: E402
 from impala_tf.losses import LossConfig  # noqa: E402
-from impala_tf.runtime.ray import RayRuntime  # noqa: E402
+from impala_tf.runtime.ray import RayRuntime, use_loopback_only  # noqa: E402
 from impala_tf.unroll import stack_time_major  # noqa: E402
 from suites import registry  # noqa: E402
 
@@ -42,6 +44,7 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 @pytest.fixture(scope="module")
 def local_ray():
     # One fake GPU, so that --learner_gpus can be reserved on a machine without one.
+    use_loopback_only()
     ray.init(
         num_cpus=4, num_gpus=1, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False
     )
@@ -272,6 +275,7 @@ def test_catch_learns_on_a_two_node_ray_cluster(tmp_path):
     """The trainer joins a cluster of two simulated nodes (one actor each) and learns as the local runtime."""
     from ray.cluster_utils import Cluster
 
+    use_loopback_only()  # for the nodes started here and, through the environment, for the trainer
     cluster = Cluster(
         initialize_head=True,
         head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False},
@@ -297,11 +301,24 @@ def test_catch_learns_on_a_two_node_ray_cluster(tmp_path):
         done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=400)
         elapsed = time.monotonic() - started
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        with open(logdir / "episodes.csv") as f:
-            returns = [float(row["episode_return"]) for row in csv.DictReader(f)]
-        late = np.mean(returns[-200:])
-        print(f"two-node Ray Catch run: {elapsed:.0f} s, mean return of the last 200 episodes {late:.2f}")
-        assert late >= 0.8, (late, done.stdout[-2000:])
-        assert "actor_failures 0" in done.stdout
     finally:
         cluster.shutdown()
+    # The local runtime's learning check (tests/test_learning_catch.py): the same threshold.
+    evaluation = subprocess.run(
+        [sys.executable, "-m", "impala_tf.evaluate", f"--logdir={logdir}", "--episodes=50"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+    summary = json.loads((logdir / "eval_summary.json").read_text())
+    with open(logdir / "episodes.csv") as f:
+        returns = [float(row["episode_return"]) for row in csv.DictReader(f)]
+    print(f"two-node Ray Catch run: {elapsed:.0f} s; evaluation {summary['mean_score']}")
+    assert summary["trained_frames"] >= 60_000
+    assert summary["mean_score"]["catch"] >= 0.8, summary
+    assert np.mean(returns[-200:]) > np.mean(returns[:200]) + 0.5
+    assert "actor_failures 0" in done.stdout
+    nodes = set(re.findall(r"actor \d up \(process \d+ on node (\w+)\)", done.stderr))
+    assert len(nodes) == 2, done.stderr[-3000:]  # one actor on each node

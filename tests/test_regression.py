@@ -68,8 +68,14 @@ def test_multitask_minatar_reaches_thresholds_at_5m_frames(tmp_path):
 
 CATCH_FLAGS = ["--total_frames=60000", "--learning_rate=0.01", "--progress_every_secs=2"]
 REFRESH_UNROLLS = 40  # actors refresh their parameters every 40th batch of unrolls
-# Measured (Catch, 60K frames, 100 evaluation games):
-#   LAG_NUMBERS
+# Measured (Catch, 60K frames, --learning_rate=0.01, 100 evaluation games; lag = the trainer's progress lines,
+# which settle near K: the local runtime publishes a snapshot lazily, when an actor last asked for one):
+#   refresh every unroll (K=1):  lag 1.3-2.9;  vtrace seed 1: 1.0;  none seed 1: 1.0
+#   K=40:                        lag 37-60;    vtrace seed 1: 0.7, seed 2: 0.9;  none seed 1: -0.5, seed 2: -0.6
+# (a random policy scores about -0.6): without a correction the stale data stops learning; V-trace still learns.
+LAG_FLOOR = 20.0
+VTRACE_THRESHOLD = 0.5
+MARGIN = 0.5
 
 
 def train_catch(logdir: Path, correction: str, refresh: int, seed: int) -> tuple[float, float]:
@@ -83,7 +89,7 @@ def train_catch(logdir: Path, correction: str, refresh: int, seed: int) -> tuple
 def test_stale_actors_raise_the_policy_lag_the_trainer_logs(tmp_path):
     fresh_lag, _ = train_catch(tmp_path / "fresh", "vtrace", refresh=1, seed=1)
     stale_lag, _ = train_catch(tmp_path / "stale", "vtrace", refresh=REFRESH_UNROLLS, seed=1)
-    assert fresh_lag < 3.0
+    assert fresh_lag < 4.0
     assert stale_lag > 5 * fresh_lag, (fresh_lag, stale_lag)
 
 
@@ -93,4 +99,6 @@ def test_vtrace_beats_no_correction_at_high_policy_lag(tmp_path, seed):
     none_lag, uncorrected = train_catch(tmp_path / "none", "none", REFRESH_UNROLLS, seed)
     assert min(vtrace_lag, none_lag) > LAG_FLOOR, (vtrace_lag, none_lag)
     assert vtrace >= VTRACE_THRESHOLD, f"V-trace scored {vtrace} at lag {vtrace_lag:.1f}"
-    assert vtrace > uncorrected + MARGIN, f"V-trace {vtrace} vs no correction {uncorrected} (lag {none_lag:.1f})"
+    assert vtrace > uncorrected + MARGIN, (
+        f"V-trace {vtrace} vs no correction {uncorrected} (lag {none_lag:.1f})"
+    )

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import ray
+from ray._private import ray_constants
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from impala_tf import agent
@@ -62,9 +63,9 @@ class ActorWorker:
         self._actor: Actor | None = None
         self._unrolls: Iterator[list[Unroll]] | None = None
 
-    def ready(self) -> int:
-        """The process id: answers once the (re)started process is up."""
-        return os.getpid()
+    def ready(self) -> tuple[int, str]:
+        """(process id, Ray node id): answers once the (re)started process is up."""
+        return os.getpid(), ray.get_runtime_context().get_node_id()
 
     def next_unrolls(
         self, params: ParamSnapshot, incarnation: int
@@ -88,19 +89,32 @@ class _LearnerReservation:
         return True
 
 
+def use_loopback_only() -> None:
+    """Keeps the Ray services that this process starts or joins on 127.0.0.1.
+
+    Ray replaces a loopback node address by the machine's network address unless multi-node clusters are off
+    (its default on macOS and Windows), and binds its services to the node address. The environment variable
+    turns clusters off for the processes Ray starts from here; the constant for this process, which read the
+    variable when it imported Ray.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
-    """Joins `address`, or starts a local instance on loopback. Returns True if this call started Ray."""
+    """Joins the cluster at `address`, or starts a local instance on loopback only (no dashboard).
+
+    Returns True if this call started Ray (the caller then shuts it down).
+    """
     if ray.is_initialized():
         return False
     if address:
+        if address.split(":")[0] in ("127.0.0.1", "localhost"):
+            use_loopback_only()  # a cluster on this machine's loopback (`ray start --node-ip-address=127.0.0.1`)
         ray.init(address=address, log_to_driver=False)
         return False
-    ray.init(
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        log_to_driver=False,
-    )
+    use_loopback_only()
+    ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     return True
 
 
@@ -322,16 +336,25 @@ class RayRuntime:
                 if slot.ready and incarnation == slot.incarnation:
                     self._request(index, pending)
 
-    def _on_probe(self, index: int, incarnation: int, pid: int, pending: dict) -> None:
+    def _on_probe(self, index: int, incarnation: int, answer: tuple[int, str], pending: dict) -> None:
         slot = self._slots[index]
         slot.probing = False
+        pid, node_id = answer
         if incarnation != slot.incarnation or pid == slot.pid_before:
             slot.probe_at = time.monotonic() + _PROBE_SECS  # an answer from before the failure: ask again
             return
         slot.ready, slot.pid = True, pid
         if incarnation > 0:
             self._restarts += 1
-            log.warning("actor %d restarted (process %d, restart %d of the run)", index, pid, self._restarts)
+            log.warning(
+                "actor %d restarted (process %d on node %s, restart %d of the run)",
+                index,
+                pid,
+                node_id[:8],
+                self._restarts,
+            )
+        else:
+            log.info("actor %d up (process %d on node %s)", index, pid, node_id[:8])
         for _ in range(self._in_flight):
             self._request(index, pending)
 
