@@ -31,13 +31,13 @@ flags.DEFINE_list("bench_actors", ["1", "2", "4"], "Numbers of actors to measure
 flags.DEFINE_string("bench_suite", "atari5", "Suite of the runs.")
 flags.DEFINE_list("bench_games", [], "Restrict the suite to these games (empty: all of them).")
 flags.DEFINE_integer("bench_envs_per_actor", 8, "Environments per actor.")
-flags.DEFINE_float("warmup_secs", 8.0, "Seconds after the first updates before the window opens.")
-flags.DEFINE_float("window_secs", 15.0, "Measured window of each run.")
+flags.DEFINE_float("warmup_secs", 6.0, "Seconds after the first updates before the window opens.")
+flags.DEFINE_float("window_secs", 12.0, "Measured window of each run.")
 flags.DEFINE_string("results_dir", "bench/results", "Where the JSON result is saved.")
 
 
 def measure(runtime: str, num_actors: int) -> dict:
-    """One trainer run in this process: learner frames/s over the window, and the runtime's counters."""
+    """One trainer run in this process: the learner's frames/s over the window, and the seconds to its first updates."""
     with tempfile.TemporaryDirectory() as logdir:
         values = {
             "logdir": logdir,
@@ -60,11 +60,20 @@ def measure(runtime: str, num_actors: int) -> dict:
             time.sleep(0.2)
         first_updates = time.perf_counter() - started
         time.sleep(FLAGS.warmup_secs)
-        frames0, t0 = int(run.learner.num_frames.numpy()), time.perf_counter()
-        time.sleep(FLAGS.window_secs)
-        frames1, t1 = int(run.learner.num_frames.numpy()), time.perf_counter()
+        # Frames move in whole updates (T x B x 4 at a time): time the window from update to update.
+        changes = []  # (time, frames) of each change seen
+        frames, window_end = int(run.learner.num_frames.numpy()), time.perf_counter() + FLAGS.window_secs
+        while time.perf_counter() < window_end:
+            now = int(run.learner.num_frames.numpy())
+            if now != frames:
+                frames = now
+                changes.append((time.perf_counter(), now))
+            time.sleep(0.01)
         run.stop.set()
         thread.join(120)
+    if len(changes) < 2:
+        return {"fps": 0.0, "startup_secs": first_updates}
+    (t0, frames0), (t1, frames1) = changes[0], changes[-1]
     return {"fps": (frames1 - frames0) / (t1 - t0), "startup_secs": first_updates}
 
 

@@ -263,6 +263,10 @@ class Learner(tf.Module):
         return self.popart_mu is not None
 
     @property
+    def strategy(self) -> tf.distribute.Strategy | None:
+        return self._strategy
+
+    @property
     def num_replicas(self) -> int:
         return 1 if self._strategy is None else self._strategy.num_replicas_in_sync
 

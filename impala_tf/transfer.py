@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from impala_tf import leaderboard, reference, scoring, writers
 
@@ -697,7 +697,10 @@ def adapt_checkpoint(source_run: Path, target_game: str, out_dir: Path) -> Path:
         built.append((agent.make_network(spec, env), tuple(env.observation_spec().shape)))
         env.close()
     (source_net, _), (target_net, target_shape) = built
-    checkpoints.restore_network(source_run / "checkpoints", source_net)
+    try:
+        checkpoints.restore_network(source_run / "checkpoints", source_net)
+    except checkpoints.CheckpointError as error:
+        raise TransferError(str(error)) from None
     for source_var, target_var in zip(source_net.variables, target_net.variables, strict=True):
         target_var.assign(adapt_weights(source_var.numpy(), target_var.shape))
 
@@ -885,6 +888,10 @@ def run(argv: Sequence[str]) -> int:
     """Runs the binary in-process with fresh flag values (argv[0]: program name); returns the exit code."""
     fv = flags.FlagValues()
     define_flags(fv)
+    if any(arg in ("-h", "--help", "--helpfull") for arg in argv[1:]):
+        print(__doc__)
+        print(fv.get_help())
+        return 0
     try:
         rest = fv(list(argv))
     except flags.Error as error:
@@ -897,14 +904,7 @@ def run(argv: Sequence[str]) -> int:
         return 1
 
 
-def main(argv: Sequence[str]) -> int:
-    try:
-        return _main(argv, flags.FLAGS)
-    except TransferError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-
-
 if __name__ == "__main__":
-    define_flags(flags.FLAGS)
-    app.run(main)
+    # Private flag values (`run`): the binary imports impala_tf.config in-process (weight adaptation), whose
+    # training flags would clash with these on the global FLAGS.
+    sys.exit(run(sys.argv))

@@ -106,7 +106,7 @@ def run_learners(out_path: str) -> None:
             if not isinstance(variable, tf.Variable):
                 variable = variable.value  # a Keras variable wraps the tf.Variable
             if learner.num_replicas > 1:
-                local = learner._strategy.experimental_local_results(variable)
+                local = learner.strategy.experimental_local_results(variable)
             else:
                 local = [variable]
             copies.append(np.stack([np.asarray(v.numpy()) for v in local]))

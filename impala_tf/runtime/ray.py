@@ -287,7 +287,10 @@ class RayRuntime:
             return
         done, waiting = ray.wait(list(pending), num_returns=len(pending), timeout=0)
         for ref in waiting:
-            ray.cancel(ref)
+            try:
+                ray.cancel(ref)
+            except Exception:  # noqa: BLE001 - its actor may be gone already
+                pass
         for ref in done:
             try:
                 ray.get(ref)
