@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 RUN_DIR ?= runs/atari5_shallow
 RUN_FLAGS ?= --total_frames=4000000 --num_actors=2 --envs_per_actor=10
 
-.PHONY: setup test run bench bench-quick lint format regression leaderboards soak test-tf-agents clean
+.PHONY: setup test run bench bench-ray bench-quick lint format regression leaderboards soak test-tf-agents clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,9 @@ run: setup
 
 bench: setup
 	$(PY) -m bench.run_bench
+
+bench-ray: setup
+	$(PY) -m bench.ray_bench
 
 bench-quick: setup
 	$(PY) -m bench.run_bench --quick

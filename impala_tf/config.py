@@ -59,7 +59,9 @@ flags.DEFINE_enum(
     "jit-compile the learner step and the actors' inference with XLA. auto: on with a GPU, off on CPU, where "
     "XLA measured 2-3x slower (bench/NOTES.md).",
 )
-flags.DEFINE_integer("learner_devices", 1, "Learner replicas (tf.distribute.MirroredStrategy when > 1).")
+flags.DEFINE_integer(
+    "learner_devices", 1, "Learner replicas (tf.distribute.MirroredStrategy when > 1; 0: every visible GPU)."
+)
 
 # Network.
 flags.DEFINE_enum("network", "shallow", ["shallow", "deep"], "Torso: the paper's shallow CNN or deep ResNet.")
@@ -108,7 +110,6 @@ POSITIVE_INTS = (
     "envs_per_actor",
     "unroll_length",
     "batch_size",
-    "learner_devices",
     "eval_episodes",
     "param_refresh_unrolls",
 )
@@ -124,7 +125,9 @@ def validate(values: Any = None) -> None:
         raise flags.ValidationError(f"--total_frames must be >= 1, got {f.total_frames}")
     if f.checkpoint_every_secs < 1 or f.progress_every_secs < 1:
         raise flags.ValidationError("--checkpoint_every_secs and --progress_every_secs must be >= 1")
-    if f.batch_size % f.learner_devices:
+    if f.learner_devices < 0:
+        raise flags.ValidationError("--learner_devices must be >= 0 (0: every visible GPU)")
+    if f.learner_devices and f.batch_size % f.learner_devices:
         raise flags.ValidationError(
             f"--batch_size={f.batch_size} must be divisible by --learner_devices={f.learner_devices}"
         )

@@ -227,7 +227,12 @@ class Trainer:
         self.obs_shape = tuple(probe_env.observation_spec().shape)
         self.num_actions = probe_env.action_spec().num_values
         self.frames_per_step = probe_env.frames_per_step
-        network = agent.make_network(self.spec, probe_env)
+        try:
+            strategy = learner_lib.mirrored_strategy(FLAGS.learner_devices)
+        except ValueError as error:
+            raise UserError(f"--learner_devices: {error}") from None
+        with learner_lib.strategy_scope(strategy):
+            network = agent.make_network(self.spec, probe_env)
         probe_env.close()
         check_existing_run(
             self.logdir, suite.name, tuple(suite.games), self.flag_values, self.obs_shape, self.num_actions
@@ -240,7 +245,13 @@ class Trainer:
             frames_per_step=self.frames_per_step,
             xla=self.spec.xla,
             popart_step_size=FLAGS.popart_step_size,
+            strategy=strategy,
         )
+        if FLAGS.batch_size % self.learner.num_replicas:
+            raise UserError(
+                f"--batch_size={FLAGS.batch_size} must be divisible by the {self.learner.num_replicas} "
+                "learner devices"
+            )
         # Before anything is written: an --init_from that is no run, or does not fit, is a user error.
         self.init_path = checkpoints.init_network_from(FLAGS.init_from, network) if FLAGS.init_from else None
         # Created only now, after every check, so that a rejected command writes nothing.
@@ -439,6 +450,7 @@ class Trainer:
                 FLAGS.max_actor_restarts,
                 address=FLAGS.ray_address,
                 actor_cpus=FLAGS.actor_cpus,
+                learner_gpus=FLAGS.learner_gpus,
             )
         from impala_tf.runtime import local
 
