@@ -26,16 +26,18 @@ def main() -> None:
     for threads in sorted({int(t) for t in args.threads.split(",")}):
         num_envs = threads * args.envs_per_thread
         for mode in ("sync", "async"):
-            result = measure_env_fps(
-                tuple(args.games.split(",")), num_envs, threads, args.seconds, mode=mode
-            )
+            result = measure_env_fps(tuple(args.games.split(",")), num_envs, threads, args.seconds, mode=mode)
             rows.append(result)
             print(
                 f"{num_envs:4d} envs {threads:3d} threads {mode:5s}  raw {result['raw_fps']:10,.0f}  "
                 f"interface {result['interface_fps']:10,.0f}  ratio {result['ratio']:.2f}",
                 flush=True,
             )
-    print(json.dumps({"machine": f"{platform.machine()} {os.cpu_count()} cores", "games": args.games, "rows": rows}))
+    print(
+        json.dumps(
+            {"machine": f"{platform.machine()} {os.cpu_count()} cores", "games": args.games, "rows": rows}
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -63,7 +63,9 @@ def unroll_dtypes() -> Unroll:
     )
 
 
-def unroll_shapes(unroll_length: int, obs_shape: tuple[int, ...], num_actions: int, state_size: int) -> Unroll:
+def unroll_shapes(
+    unroll_length: int, obs_shape: tuple[int, ...], num_actions: int, state_size: int
+) -> Unroll:
     """Shapes of one unroll (no batch axis)."""
     t1 = unroll_length + 1
     return Unroll(
