@@ -85,6 +85,18 @@ def _timed(fn, min_calls: int, min_secs: float) -> float:
     return (time.perf_counter() - start) / calls
 
 
+def bench_minatar(num_envs: int, secs: float) -> float:
+    """Steps/s of the five-game MinAtar batched env (random actions): MinAtar's frames are its steps."""
+    suite = trainer.resolve_suite("minatar", [])
+    env = envs.make_batched_env(suite, [i % len(suite.games) for i in range(num_envs)], seed=0)
+    rng = np.random.default_rng(0)
+    num_actions = env.action_spec().num_values
+    env.reset()
+    seconds = _timed(lambda: env.step(rng.integers(0, num_actions, num_envs, dtype=np.int32)), 10, secs)
+    env.close()
+    return num_envs / seconds
+
+
 def bench_inference(name: str, num_envs: int, xla: bool, secs: float) -> float:
     policy = ActingPolicy(_network(name), "abs_one", seed=0, xla=xla)
     rng = np.random.default_rng(0)
@@ -206,6 +218,16 @@ def main(argv):
     record("env_fps_raw", env["raw_fps"], "env: raw AtariVectorEnv, 8 pong envs (frames/s)")
     record("env_fps", env["interface_fps"], "env: impala_tf batched interface, same envs (frames/s)")
     record("env_interface_ratio", env["interface_fps"] / env["raw_fps"], "env: interface / raw")
+    env_async = envs.measure_env_fps(
+        games=("pong",), num_envs=8, seconds=2.0 if quick else 10.0, mode="async"
+    )
+    record("env_fps_raw_async", env_async["raw_fps"], "env: raw AtariVectorEnv async halves, 8 pong envs")
+    record("env_fps_async", env_async["interface_fps"], "env: interface, two async halves, same envs")
+    record(
+        "minatar_steps_per_sec",
+        bench_minatar(20, 1.0 if quick else 5.0),
+        "env: MinAtar, 5 games x 4 envs (steps/s)",
+    )
 
     # The primary keys use the XLA setting the loop runs with (--xla=auto: on with a GPU, off on CPU), so that the
     # limit describes the loop that is measured; the other setting is reported beside it.
