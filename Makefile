@@ -70,6 +70,7 @@ test-tf-agents: setup $(TFA_STAMP)
 
 leaderboards: setup
 	$(PY) -m impala_tf.leaderboard --suite=atari57 --reference=impala_paper,machado_repro --out=leaderboards/atari57
+	$(PY) -m impala_tf.leaderboard --suite=atari5 --runs=leaderboards/inputs/atari5/runs --out=leaderboards/atari5
 
 SOAK_MINUTES ?= 30
 soak: setup

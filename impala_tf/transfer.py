@@ -537,7 +537,10 @@ def matrix_png(matrix: TransferMatrix) -> bytes:
         image = axis.imshow(100.0 * gain, cmap="RdBu", vmin=-limit, vmax=limit)
         for i in range(n):
             for j in range(n):
-                axis.text(j, i, _percent(gain[i, j]).replace(" ", ""), ha="center", va="center", fontsize=8)
+                dark = math.isfinite(gain[i, j]) and abs(100.0 * gain[i, j]) > 0.6 * limit
+                label = _percent(gain[i, j]).replace(" ", "")
+                colour = "white" if dark else "black"
+                axis.text(j, i, label, ha="center", va="center", fontsize=8, color=colour)
         axis.set_xticks(range(n))
         axis.set_xticklabels(m.games, rotation=30, ha="right", fontsize=8)
         axis.set_yticks(range(n))
