@@ -441,6 +441,18 @@ def test_committed_atari57_leaderboard_matches_the_code(tmp_path):
     assert (committed / "report.html").exists()
 
 
+def test_committed_atari5_leaderboard_matches_its_committed_run(tmp_path):
+    committed = REPO / "leaderboards" / "atari5"
+    runs = REPO / "leaderboards" / "inputs" / "atari5" / "runs"
+    assert (
+        leaderboard.run(["leaderboard", "--suite=atari5", f"--runs={runs}", f"--out={tmp_path / 'a5'}"]) == 0
+    )
+    for name in ("README.md", "aggregates.csv", "per_game.csv", "per_game.md"):
+        assert (committed / name).read_text() == (tmp_path / "a5" / name).read_text(), (
+            f"leaderboards/atari5/{name} is stale: run `make leaderboards`"
+        )
+
+
 def test_binary_prints_json_and_reports_bad_input_without_traceback(tmp_path):
     scores = write_csv(tmp_path / "agent.csv", ["game", "score"], [["pong", 21.0], ["breakout", 400.0]])
     env = {**os.environ, "PYTHONPATH": str(REPO)}
