@@ -9,7 +9,7 @@ EXTRAS ?= cpu,ray,test
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 # The main job: a multi-task agent on the Atari-5 suite, then evaluation and the leaderboard (~20 min on 2 cores).
 RUN_DIR ?= runs/atari5_shallow
-RUN_FLAGS ?= --total_frames=4000000 --num_actors=2 --envs_per_actor=10
+RUN_FLAGS ?= --total_frames=8000000 --num_actors=2 --envs_per_actor=32
 
 .PHONY: setup test run bench bench-ray bench-quick lint format regression leaderboards soak test-tf-agents clean
 

@@ -252,7 +252,8 @@ def main(argv):
                 f"learner {name}, T={unroll_length} B={batch_size}, xla={xla} (frames/s)",
             )
 
-    loop_overrides = {"num_actors": 2, "envs_per_actor": 10}
+    # Two actor threads with 32 environments each: the inference batch the inference row measures.
+    loop_overrides = {"num_actors": 2, "envs_per_actor": 32}
     if quick:
         loop_overrides.update(unroll_length=unroll_length, batch_size=batch_size)
     for name in ("shallow", "deep"):

@@ -18,9 +18,14 @@ from absl import app, flags
 from impala_tf import writers
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("src", None, "Folder of run directories (searched recursively).")
-flags.DEFINE_string("dst", None, "Destination folder.")
-flags.DEFINE_integer("episode_stride", 1, "Keep every k-th episode of each task in episodes.csv.")
+
+
+def define_flags() -> None:
+    # Defined only when run as a binary: importing this module (tests) must not clash with other flags.
+    flags.DEFINE_string("src", None, "Folder of run directories (searched recursively).")
+    flags.DEFINE_string("dst", None, "Destination folder.")
+    flags.DEFINE_integer("episode_stride", 1, "Keep every k-th episode of each task in episodes.csv.")
+
 
 RUN_FILES = ("config.json", "eval_summary.json", "eval_scores.csv")
 
@@ -64,4 +69,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -16,10 +16,14 @@ from impala_tf import writers
 from impala_tf.envs.minatar import GAMES, MinAtarBatchedEnv
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("episodes", 1000, "Games per MinAtar game.")
-flags.DEFINE_integer("seed", 0, "Seed of the environments and of the random actions.")
-flags.DEFINE_integer("batch", 50, "Environments stepped together.")
-flags.DEFINE_string("out", None, "CSV to write (game, mean, stderr, episodes).")
+
+
+def define_flags() -> None:
+    # Defined only when run as a binary: importing this module (tests) must not clash with other flags.
+    flags.DEFINE_integer("episodes", 1000, "Games per MinAtar game.")
+    flags.DEFINE_integer("seed", 0, "Seed of the environments and of the random actions.")
+    flags.DEFINE_integer("batch", 50, "Environments stepped together.")
+    flags.DEFINE_string("out", None, "CSV to write (game, mean, stderr, episodes).")
 
 
 def random_policy_returns(game: str, episodes: int, seed: int, batch: int = 50) -> np.ndarray:
@@ -60,4 +64,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
