@@ -31,6 +31,7 @@ class RunSpec:
     env_threads: int = 0
     xla: bool = True
     reward_scale: tuple[tuple[str, float], ...] = ()  # (game, factor) pairs; see --reward_scale
+    param_refresh_unrolls: int = 1  # actors fetch parameters every K-th unroll (deliberate staleness)
 
     @property
     def num_tasks(self) -> int:
@@ -80,6 +81,7 @@ def run_spec_from_flags(suite: Any, f: Mapping[str, Any]) -> RunSpec:
         env_threads=f.get("env_threads", 0),
         xla=config.use_xla(f.get("xla", "auto")),
         reward_scale=tuple(config.parse_reward_scales(f.get("reward_scale") or []).items()),
+        param_refresh_unrolls=f.get("param_refresh_unrolls", 1),
     )
 
 
@@ -125,4 +127,11 @@ def make_actor(
     seed = spec.env_seed(actor_id, incarnation)
     env = make_env(spec, spec.task_ids(actor_id), seed)
     policy = ActingPolicy(make_network(spec, env), spec.reward_clipping, seed=seed, xla=spec.xla)
-    return Actor(env, policy, spec.unroll_length, get_params=get_params, on_episode=on_episode)
+    return Actor(
+        env,
+        policy,
+        spec.unroll_length,
+        get_params=get_params,
+        on_episode=on_episode,
+        param_refresh_unrolls=spec.param_refresh_unrolls,
+    )

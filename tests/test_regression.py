@@ -4,6 +4,8 @@ from measured runs (numbers in the comments: seed, frames, measured score).
 - Multi-task MinAtar: one agent on the five games reaches per-game thresholds at 5M frames.
 - Off-policy correction: at a deliberately high policy lag (`--param_refresh_unrolls`), V-trace learns Catch
   where the uncorrected loss (`--correction=none`) does not.
+
+Every test is `@pytest.mark.slow` but the unit test of the staleness knob itself.
 """
 
 import json
@@ -13,10 +15,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from impala_tf.actor import Actor, ParamSnapshot
+from impala_tf.envs.catch import CatchBatchedEnv
+
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
 
 
 def run_binary(args: list[str], timeout: int) -> subprocess.CompletedProcess:
@@ -55,6 +60,7 @@ MINATAR_FLAGS = ["--learning_rate=0.002"]  # the leaderboard's runs (leaderboard
 MINATAR_THRESHOLDS = {"breakout": 3.0, "freeway": 5.0, "space_invaders": 35.0}
 
 
+@pytest.mark.slow
 def test_multitask_minatar_reaches_thresholds_at_5m_frames(tmp_path):
     logdir = tmp_path / "minatar_seed1"
     args = ["suites.minatar", f"--logdir={logdir}", f"--total_frames={MINATAR_FRAMES}", "--seed=1"]
@@ -78,6 +84,47 @@ VTRACE_THRESHOLD = 0.5
 MARGIN = 0.5
 
 
+class CountingPolicy:
+    """Stands in for ActingPolicy: uniform actions; counts the parameter snapshots it is given."""
+
+    def __init__(self, num_actions: int):
+        self.num_actions = num_actions
+        self.version = -1
+        self.refreshes = 0
+
+    def initial_state(self, batch_size: int) -> np.ndarray:
+        return np.zeros((2, batch_size, 0), np.float32)
+
+    def set_weights(self, snapshot) -> None:
+        self.refreshes += 1
+        self.version = snapshot.version
+
+    def step(self, timestep, prev_action, task_id, state):
+        n = len(timestep.step_type)
+        return np.zeros(n, np.int32), np.zeros((n, self.num_actions), np.float32), state
+
+
+@pytest.mark.parametrize("refresh", [1, 3])
+def test_actor_fetches_parameters_after_every_kth_batch_of_unrolls(refresh):
+    env = CatchBatchedEnv([0, 0], seed=0)
+    policy = CountingPolicy(env.action_spec().num_values)
+    versions = iter(range(1000))
+    actor = Actor(
+        env,
+        policy,
+        unroll_length=5,
+        get_params=lambda: ParamSnapshot(next(versions), ()),
+        param_refresh_unrolls=refresh,
+    )
+    batches = actor.unrolls()
+    seen = [int(next(batches)[0].policy_version) for _ in range(7)]
+    # One fetch before the first unroll, then one after every `refresh`-th batch.
+    assert policy.refreshes == 1 + 6 // refresh
+    assert seen == [k // refresh for k in range(7)]
+    with pytest.raises(ValueError, match="param_refresh_unrolls must be >= 1"):
+        Actor(env, policy, unroll_length=5, param_refresh_unrolls=0)
+
+
 def train_catch(logdir: Path, correction: str, refresh: int, seed: int) -> tuple[float, float]:
     """(mean logged policy lag, mean evaluation score) of one Catch run."""
     args = ["experiments.policy_lag", "--suite=catch", f"--logdir={logdir}", f"--seed={seed}"]
@@ -86,6 +133,7 @@ def train_catch(logdir: Path, correction: str, refresh: int, seed: int) -> tuple
     return lag, evaluate(logdir, episodes=100)["catch"]
 
 
+@pytest.mark.slow
 def test_stale_actors_raise_the_policy_lag_the_trainer_logs(tmp_path):
     fresh_lag, _ = train_catch(tmp_path / "fresh", "vtrace", refresh=1, seed=1)
     stale_lag, _ = train_catch(tmp_path / "stale", "vtrace", refresh=REFRESH_UNROLLS, seed=1)
@@ -93,6 +141,7 @@ def test_stale_actors_raise_the_policy_lag_the_trainer_logs(tmp_path):
     assert stale_lag > 5 * fresh_lag, (fresh_lag, stale_lag)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2])
 def test_vtrace_beats_no_correction_at_high_policy_lag(tmp_path, seed):
     vtrace_lag, vtrace = train_catch(tmp_path / "vtrace", "vtrace", REFRESH_UNROLLS, seed)
