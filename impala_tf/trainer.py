@@ -28,7 +28,7 @@ from impala_tf import agent, checkpoints, config, popart, writers
 from impala_tf import learner as learner_lib
 from impala_tf.actor import snapshot_of
 from impala_tf.losses import LossConfig
-from impala_tf.unroll import Unroll, unroll_dtypes, unroll_shapes
+from impala_tf.unroll import TIME_FIELDS, Unroll, unroll_dtypes, unroll_shapes
 
 FLAGS = flags.FLAGS
 log = logging.getLogger("impala_tf")
@@ -176,17 +176,8 @@ def make_dataset(unrolls, shapes: Unroll, dtypes: Unroll, batch_size: int) -> tf
             return tf.transpose(x, perm)
 
         fields = batch._asdict()
-        for name in (
-            "observation",
-            "step_type",
-            "reward",
-            "discount",
-            "prev_action",
-            "action",
-            "behaviour_logits",
-        ):
+        for name in (*TIME_FIELDS, "agent_state"):  # agent_state: [B, 2, H] -> [2, B, H]
             fields[name] = swap(fields[name])
-        fields["agent_state"] = swap(fields["agent_state"])  # [B, 2, H] -> [2, B, H]
         return Unroll(**fields)
 
     dataset = tf.data.Dataset.from_generator(lambda: iter(unrolls), output_signature=signature)

@@ -90,10 +90,6 @@ def stack_time_major(unrolls: list[Unroll]) -> Unroll:
     out = {}
     for name in Unroll._fields:
         parts = [getattr(u, name) for u in unrolls]
-        if name in TIME_FIELDS:
-            out[name] = np.stack(parts, axis=1)
-        elif name == "agent_state":
-            out[name] = np.stack(parts, axis=1)
-        else:
-            out[name] = np.stack(parts, axis=0)
+        batch_axis = 1 if name in (*TIME_FIELDS, "agent_state") else 0
+        out[name] = np.stack(parts, axis=batch_axis)
     return Unroll(**out)
