@@ -33,6 +33,7 @@ from absl import app, flags  # noqa: E402
 from impala_tf import config, envs, networks, trainer  # noqa: E402
 from impala_tf import learner as learner_lib
 from impala_tf.actor import ActingPolicy  # noqa: E402
+from impala_tf.envs.atari import default_num_threads  # noqa: E402
 from impala_tf.envs.base import BatchedTimeStep  # noqa: E402
 from impala_tf.losses import LossConfig  # noqa: E402
 from impala_tf.unroll import Unroll  # noqa: E402
@@ -46,6 +47,7 @@ flags.DEFINE_string("loop_suite", "atari5", "Suite of the full-loop runs.")
 OBS_SHAPE = (84, 84, 4)
 NUM_ACTIONS = 18
 FRAMES_PER_STEP = 4
+LOOP_ACTORS, LOOP_ENVS_PER_ACTOR = 2, 32  # the full loop's actors; inference and env rows use its batch
 NETWORKS = {  # name -> (torso, use_lstm)
     "shallow": ("shallow", False),
     "deep": ("deep", False),
@@ -199,25 +201,31 @@ def main(argv):
     del argv
     quick = FLAGS.quick
     results: dict = {"device": device_description(), "quick": quick}
-    rows: list[tuple[str, str]] = []
 
     def record(key: str, value: float, label: str) -> None:
         results[key] = round(float(value), 3)
-        rows.append((label, f"{value:,.1f}"))
-        print(f"  {label:<58} {value:>12,.1f}", flush=True)
+        text = f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"  # ratios need the digits
+        print(f"  {label:<58} {text:>12}", flush=True)
 
     unroll_length, batch_size = (5, 4) if quick else (20, 32)
     print(f"impala-tf bench on {results['device']} (commit {git_commit()[:10]})", flush=True)
 
-    # Environment: raw vector env vs the batched interface, in the loop's configuration.
+    # Environment: raw vector env vs the batched interface, in the loop's configuration: the loop suite's games,
+    # one actor's environments, the C++ threads an actor's env gets by default. The limit uses this row.
+    loop_suite = trainer.resolve_suite(FLAGS.loop_suite, [])
     env = envs.measure_env_fps(
-        games=("pong",) if quick else ("pong",),
-        num_envs=8,
+        games=loop_suite.games,
+        num_envs=LOOP_ENVS_PER_ACTOR,
+        num_threads=default_num_threads(LOOP_ENVS_PER_ACTOR),
         seconds=2.0 if quick else 10.0,
+        protocol=loop_suite.protocol,
     )
-    record("env_fps_raw", env["raw_fps"], "env: raw AtariVectorEnv, 8 pong envs (frames/s)")
+    where = f"{FLAGS.loop_suite}, {LOOP_ENVS_PER_ACTOR} envs"
+    record("env_fps_raw", env["raw_fps"], f"env: raw AtariVectorEnv, {where} (frames/s)")
     record("env_fps", env["interface_fps"], "env: impala_tf batched interface, same envs (frames/s)")
     record("env_interface_ratio", env["interface_fps"] / env["raw_fps"], "env: interface / raw")
+    pong = envs.measure_env_fps(games=("pong",), num_envs=8, seconds=2.0 if quick else 5.0)
+    record("env_fps_pong", pong["interface_fps"], "env: interface, 8 pong envs (frames/s)")
     env_async = envs.measure_env_fps(
         games=("pong",), num_envs=8, seconds=2.0 if quick else 10.0, mode="async"
     )
@@ -233,7 +241,7 @@ def main(argv):
     # limit describes the loop that is measured; the other setting is reported beside it.
     loop_xla = config.use_xla("auto")
     xla_options = (loop_xla,) if quick else (loop_xla, not loop_xla)
-    infer_envs = 32
+    infer_envs = LOOP_ENVS_PER_ACTOR
     for name in NETWORKS:
         for xla in xla_options:
             suffix = "" if xla == loop_xla else ("_xla_on" if xla else "_xla_off")
@@ -253,7 +261,7 @@ def main(argv):
             )
 
     # Two actor threads with 32 environments each: the inference batch the inference row measures.
-    loop_overrides = {"num_actors": 2, "envs_per_actor": 32}
+    loop_overrides = {"num_actors": LOOP_ACTORS, "envs_per_actor": LOOP_ENVS_PER_ACTOR}
     if quick:
         loop_overrides.update(unroll_length=unroll_length, batch_size=batch_size)
     for name in ("shallow", "deep"):

@@ -7,6 +7,7 @@ runs the learner loop over unrolls that a runtime (local threads or Ray) deliver
 from __future__ import annotations
 
 import importlib.metadata
+import itertools
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ from impala_tf import agent, checkpoints, config, popart, writers
 from impala_tf import learner as learner_lib
 from impala_tf.actor import snapshot_of
 from impala_tf.losses import LossConfig
-from impala_tf.unroll import TIME_FIELDS, Unroll, unroll_dtypes, unroll_shapes
+from impala_tf.unroll import Unroll, batch_shapes, stack_time_major, unroll_dtypes, unroll_shapes
 
 FLAGS = flags.FLAGS
 log = logging.getLogger("impala_tf")
@@ -166,22 +168,28 @@ def check_existing_run(
         )
 
 
-def make_dataset(unrolls, shapes: Unroll, dtypes: Unroll, batch_size: int) -> tf.data.Dataset:
-    """tf.data over an iterable of single unrolls: batch B, time-major, prefetched."""
+def time_major_batches(unrolls: Iterable[Unroll], batch_size: int) -> Iterator[Unroll]:
+    """Groups single unrolls into time-major batches of B in numpy: one copy per batch, straight into the
+    learner's layout (no per-unroll tf.data element, no batch copy and transpose in TensorFlow). A last group
+    short of B is dropped."""
+    source = iter(unrolls)
+    while len(group := list(itertools.islice(source, batch_size))) == batch_size:
+        yield stack_time_major(group)
+
+
+def make_dataset(
+    unrolls, shapes: Unroll, dtypes: Unroll, batch_size: int, device: str | None = None
+) -> tf.data.Dataset:
+    """tf.data over an iterable of single unrolls (`shapes`: one unroll's): time-major batches of B, prefetched
+    (to `device`'s memory when given, e.g. "/GPU:0": the host-to-device copy then overlaps the learner step)."""
+    shapes = batch_shapes(shapes, batch_size)
     signature = Unroll(*(tf.TensorSpec(s, d) for s, d in zip(shapes, dtypes, strict=True)))
-
-    def to_time_major(batch: Unroll) -> Unroll:
-        def swap(x):
-            perm = [1, 0, *range(2, len(x.shape))]
-            return tf.transpose(x, perm)
-
-        fields = batch._asdict()
-        for name in (*TIME_FIELDS, "agent_state"):  # agent_state: [B, 2, H] -> [2, B, H]
-            fields[name] = swap(fields[name])
-        return Unroll(**fields)
-
-    dataset = tf.data.Dataset.from_generator(lambda: iter(unrolls), output_signature=signature)
-    return dataset.batch(batch_size, drop_remainder=True).map(to_time_major).prefetch(2)
+    dataset = tf.data.Dataset.from_generator(
+        lambda: time_major_batches(unrolls, batch_size), output_signature=signature
+    )
+    if device is not None:
+        return dataset.apply(tf.data.experimental.prefetch_to_device(device, buffer_size=2))
+    return dataset.prefetch(2)
 
 
 class Trainer:
@@ -313,6 +321,7 @@ class Trainer:
                 pending.append(episode)
 
         runtime = self._make_runtime(stop, on_episode)
+        learner_device = "/GPU:0" if tf.config.list_logical_devices("GPU") else None
         dataset = make_dataset(
             runtime.unrolls(),
             unroll_shapes(
@@ -320,6 +329,8 @@ class Trainer:
             ),
             unroll_dtypes(),
             FLAGS.batch_size,
+            # One GPU learner: batches wait in its memory. A mirrored learner splits them across its devices.
+            device=learner_device if self.learner.strategy is None else None,
         )
         process = psutil.Process()
         last_progress = last_checkpoint = start = time.time()

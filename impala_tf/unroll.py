@@ -82,6 +82,15 @@ def unroll_shapes(
     )
 
 
+def batch_shapes(shapes: Unroll, batch_size: int) -> Unroll:
+    """Shapes of a time-major batch of B unrolls, from the shapes of one (`unroll_shapes`)."""
+    out = {}
+    for name, shape in shapes._asdict().items():
+        batch_axis = 1 if name in (*TIME_FIELDS, "agent_state") else 0
+        out[name] = (*shape[:batch_axis], batch_size, *shape[batch_axis:])
+    return Unroll(**out)
+
+
 def stack_time_major(unrolls: list[Unroll]) -> Unroll:
     """Stacks B unrolls into one time-major batch: time fields `[T+1, B, ...]`, others `[B, ...]`.
 

@@ -5,6 +5,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
@@ -12,6 +13,7 @@ from absl import flags
 from absl.testing import flagsaver
 
 from impala_tf import trainer, writers
+from impala_tf.unroll import Unroll, unroll_dtypes, unroll_shapes
 from suites.registry import get_suite
 
 FLAGS = flags.FLAGS
@@ -161,3 +163,41 @@ def _scalars(directory, tag) -> list[tuple[int, float]]:
     accumulator = event_accumulator.EventAccumulator(str(directory), size_guidance={"tensors": 0})
     accumulator.Reload()
     return [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in accumulator.Tensors(tag)]
+
+
+def _numbered_unroll(k: int, t1: int = 4, state_size: int = 3) -> Unroll:
+    """An unroll whose every entry encodes k, as a strided view of an actor-style [T+1, N, ...] buffer."""
+    buffer = np.full((t1, 2, 2, 2, 1), k, np.uint8)
+    return Unroll(
+        observation=buffer[:, 1],
+        step_type=np.full(t1, k % 3, np.uint8),
+        reward=np.arange(t1, dtype=np.float32) + k,
+        discount=np.ones(t1, np.float32),
+        prev_action=np.full(t1, k, np.int32),
+        action=np.full(t1, k + 1, np.int32),
+        behaviour_logits=np.full((t1, 5), k, np.float32),
+        task_id=np.int32(k % 2),
+        agent_state=np.full((2, state_size), k, np.float32),
+        policy_version=np.int64(10 * k),
+    )
+
+
+# "/CPU:0" takes the prefetch-to-device path that a GPU learner uses.
+@pytest.mark.parametrize("device", [None, "/CPU:0"])
+def test_dataset_stacks_unrolls_time_major_in_arrival_order_and_drops_a_short_last_batch(device):
+    unrolls = [_numbered_unroll(k) for k in range(5)]
+    shapes = unroll_shapes(3, (2, 2, 1), 5, 3)
+    batches = list(trainer.make_dataset(unrolls, shapes, unroll_dtypes(), batch_size=2, device=device))
+    assert len(batches) == 2  # the fifth unroll does not fill a batch
+    for b, batch in enumerate(batches):
+        assert batch.observation.shape == (4, 2, 2, 2, 1) and batch.observation.dtype == tf.uint8
+        assert batch.behaviour_logits.shape == (4, 2, 5)
+        assert batch.agent_state.shape == (2, 2, 3)
+        assert batch.task_id.shape == batch.policy_version.shape == (2,)
+        for j in range(2):
+            unroll = unrolls[2 * b + j]
+            for name in ("observation", "step_type", "reward", "prev_action", "action", "behaviour_logits"):
+                np.testing.assert_array_equal(getattr(batch, name).numpy()[:, j], getattr(unroll, name))
+            np.testing.assert_array_equal(batch.agent_state.numpy()[:, j], unroll.agent_state)
+            assert batch.task_id.numpy()[j] == unroll.task_id
+            assert batch.policy_version.numpy()[j] == unroll.policy_version
