@@ -3,6 +3,7 @@
   env        Atari frames/s: raw ale-py AtariVectorEnv, and through impala_tf's batched interface
   inference  frames/s of the actors' batched policy step (B environments), per network
   learner    frames/s of the jit-compiled learner step at T=20, B=32, per network, with and without XLA
+  pipeline   frames/s of the learner input pipeline alone (single unrolls to time-major batches)
   loop       frames/s of the whole trainer (real actors, real learner, suite atari5) after warm-up
   limit      1 / (1/env + 1/inference + 1/learner): a perfectly overlapped loop on one shared machine
   efficiency loop / limit
@@ -13,6 +14,7 @@ bench/results/ with the date, the machine and the git commit. `--quick` is a smo
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -36,7 +38,7 @@ from impala_tf.actor import ActingPolicy  # noqa: E402
 from impala_tf.envs.atari import default_num_threads  # noqa: E402
 from impala_tf.envs.base import BatchedTimeStep  # noqa: E402
 from impala_tf.losses import LossConfig  # noqa: E402
-from impala_tf.unroll import Unroll  # noqa: E402
+from impala_tf.unroll import TIME_FIELDS, Unroll, unroll_dtypes, unroll_shapes  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("quick", False, "Smoke test: tiny sizes and short windows (asserts only that it runs).")
@@ -132,6 +134,22 @@ def synthetic_batch(unroll_length: int, batch_size: int, state_size: int, seed: 
         agent_state=tf.constant(np.zeros((2, b, state_size), np.float32)),
         policy_version=tf.constant(np.zeros(b, np.int64)),
     )
+
+
+def bench_pipeline(unroll_length: int, batch_size: int, secs: float) -> float:
+    """Frames/s of the learner's input pipeline alone: single unrolls (strided views of an actor's time-major
+    buffers, as actors emit them) into `trainer.make_dataset`'s time-major batches."""
+    block = synthetic_batch(unroll_length, batch_size, state_size=0)
+    block = Unroll(*(np.asarray(x) for x in block))
+    batch_axis = {name: 1 if name in (*TIME_FIELDS, "agent_state") else 0 for name in Unroll._fields}
+    unrolls = [
+        Unroll(*(x[(slice(None),) * batch_axis[name] + (i,)] for name, x in block._asdict().items()))
+        for i in range(batch_size)
+    ]
+    shapes = unroll_shapes(unroll_length, OBS_SHAPE, NUM_ACTIONS, 0)
+    batches = iter(trainer.make_dataset(itertools.cycle(unrolls), shapes, unroll_dtypes(), batch_size))
+    seconds = _timed(lambda: next(batches), 5, secs)
+    return unroll_length * batch_size * FRAMES_PER_STEP / seconds
 
 
 def bench_learner(name: str, unroll_length: int, batch_size: int, xla: bool, calls: int) -> float:
@@ -259,6 +277,12 @@ def main(argv):
                 fps,
                 f"learner {name}, T={unroll_length} B={batch_size}, xla={xla} (frames/s)",
             )
+
+    record(
+        "pipeline_fps",
+        bench_pipeline(unroll_length, batch_size, 1.0 if quick else 5.0),
+        f"learner input pipeline, T={unroll_length} B={batch_size}: unrolls to batches (frames/s)",
+    )
 
     # Two actor threads with 32 environments each: the inference batch the inference row measures.
     loop_overrides = {"num_actors": LOOP_ACTORS, "envs_per_actor": LOOP_ENVS_PER_ACTOR}

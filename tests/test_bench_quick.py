@@ -11,6 +11,7 @@ KEYS = {
     "infer_fps_deep",
     "learn_fps_shallow",
     "learn_fps_deep",
+    "pipeline_fps",
     "loop_fps_shallow",
     "loop_fps_deep",
     "limit_fps_shallow",
