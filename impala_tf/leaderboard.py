@@ -705,7 +705,7 @@ def per_game_table(board: Leaderboard) -> Table:
     normalised = board.suite.normalisers is not None
     header = ["game"]
     if normalised:
-        header += ["low (random)", "high (human)"]
+        header += ["low (random)", "high (human)"] if board.suite.is_hns else ["low (0 %)", "high (100 %)"]
     for a in board.agents:
         header += [f"{a.name} score"] + ([f"{a.name} %"] if normalised else [])
     rows = []
