@@ -5,7 +5,8 @@
   inference  frames/s of the actors' batched policy step (B environments), per network
   learner    frames/s of the jit-compiled learner step at T=20, B=32, per network, with and without XLA
   pipeline   frames/s of the learner input pipeline alone (single unrolls to time-major batches)
-  loop       frames/s of the whole trainer (real actors, real learner, suite atari5) after warm-up
+  loop       frames/s of the whole trainer (real actors, real learner, suite atari5) after warm-up, each network
+             in a fresh process (configured as a real run; its peak RSS is the run's)
   limit      1 / (1/env + 1/inference + 1/learner): a perfectly overlapped loop on one shared machine
   efficiency loop / limit
 
@@ -21,6 +22,7 @@ import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 import tempfile
 import threading
@@ -47,6 +49,13 @@ flags.DEFINE_bool("quick", False, "Smoke test: tiny sizes and short windows (ass
 flags.DEFINE_string("results_dir", "bench/results", "Where the JSON result is saved.")
 flags.DEFINE_float("loop_secs", 90.0, "Measured window of each full-loop run (after warm-up).")
 flags.DEFINE_string("loop_suite", "atari5", "Suite of the full-loop runs.")
+flags.DEFINE_enum(
+    "loop_only",
+    None,
+    ["shallow", "deep"],
+    "Run only the full loop of this network, in this process, and print its result as JSON (what the bench "
+    "runs in a fresh process per network, so that the trainer configures TensorFlow as a real run does).",
+)
 
 OBS_SHAPE = (84, 84, 4)
 NUM_ACTIONS = 18
@@ -215,7 +224,44 @@ def bench_loop(network: str, warmup_secs: float, window_secs: float, overrides: 
         "fps": (frames1 - frames0) / (t1 - t0),
         "updates_in_window": (frames1 - frames0)
         // max(values.get("unroll_length", 20) * values.get("batch_size", 32) * FRAMES_PER_STEP, 1),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
     }
+
+
+def loop_overrides(quick: bool) -> dict:
+    """Two actor threads with 32 environments each: the inference batch the inference row measures."""
+    overrides = {"num_actors": LOOP_ACTORS, "envs_per_actor": LOOP_ENVS_PER_ACTOR}
+    if quick:
+        overrides.update(unroll_length=5, batch_size=4)
+    return overrides
+
+
+def run_loop_only(network: str) -> dict:
+    quick = FLAGS.quick
+    return bench_loop(
+        network,
+        warmup_secs=2.0 if quick else 15.0,
+        window_secs=5.0 if quick else FLAGS.loop_secs,
+        overrides=loop_overrides(quick),
+    )
+
+
+def loop_in_fresh_process(network: str) -> dict:
+    """`run_loop_only` in a new Python process: TensorFlow has not run there yet, so the trainer sets its thread
+    pools as in a real run, and the peak RSS is the training run's alone."""
+    argv = [f"--loop_only={network}", f"--loop_suite={FLAGS.loop_suite}", f"--loop_secs={FLAGS.loop_secs}"]
+    if FLAGS.quick:
+        argv.append("--quick")
+    process = subprocess.run(
+        [sys.executable, "-m", "bench.run_bench", *argv], capture_output=True, text=True, timeout=1800
+    )
+    lines = process.stdout.strip().splitlines()
+    if process.returncode != 0 or not lines:
+        raise RuntimeError(
+            f"the {network} loop failed (exit {process.returncode}):\n{process.stderr[-3000:]}"
+        )
+    return json.loads(lines[-1])
 
 
 def limit(env: float, inference: float, learn: float) -> float:
@@ -228,6 +274,9 @@ def git_commit() -> str:
 
 def main(argv):
     del argv
+    if FLAGS.loop_only:
+        print(json.dumps(run_loop_only(FLAGS.loop_only)), flush=True)
+        os._exit(0)  # actor threads and tf.data generators are daemonic; do not wait for them
     quick = FLAGS.quick
     results: dict = {"device": device_description(), "quick": quick}
 
@@ -302,24 +351,19 @@ def main(argv):
         f"learner input pipeline, T={unroll_length} B={batch_size}: unrolls to batches (frames/s)",
     )
 
-    # Two actor threads with 32 environments each: the inference batch the inference row measures.
-    loop_overrides = {"num_actors": LOOP_ACTORS, "envs_per_actor": LOOP_ENVS_PER_ACTOR}
-    if quick:
-        loop_overrides.update(unroll_length=unroll_length, batch_size=batch_size)
+    loop_rss = []
     for name in ("shallow", "deep"):
-        loop = bench_loop(
-            name,
-            warmup_secs=2.0 if quick else 15.0,
-            window_secs=5.0 if quick else FLAGS.loop_secs,
-            overrides=loop_overrides,
-        )
+        loop = loop_in_fresh_process(name)
+        loop_rss.append(loop["peak_rss_mb"])
+        results["loop_intra_op_threads"] = loop["intra_op_threads"]  # the trainer's choice (0: every core)
         record(f"loop_fps_{name}", loop["fps"], f"full loop {name}, {FLAGS.loop_suite} (frames/s)")
         lim = limit(results["env_fps"], results[f"infer_fps_{name}"], results[f"learn_fps_{name}"])
         record(f"limit_fps_{name}", lim, f"limit {name} = 1/(1/env + 1/inference + 1/learner)")
         record(f"efficiency_{name}", loop["fps"] / lim, f"efficiency {name} = loop / limit")
 
-    results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    print(f"  {'peak RSS (MB)':<58} {results['peak_rss_mb']:>12,.1f}")
+    record("peak_rss_mb", max(loop_rss), "peak RSS of a full-loop training process (MB)")
+    bench_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    record("peak_rss_mb_bench", bench_rss, "peak RSS of this bench process: a dozen networks (MB)")
     results.update(
         date=datetime.now(UTC).isoformat(timespec="seconds"),
         machine=f"{platform.node()} {platform.machine()} {os.cpu_count()} cores",

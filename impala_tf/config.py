@@ -40,6 +40,13 @@ flags.DEFINE_integer(
 flags.DEFINE_enum(
     "runtime", "local", ["local", "ray"], "Where actors run: threads of this process, or Ray actors."
 )
+flags.DEFINE_integer(
+    "intra_op_threads",
+    0,
+    "TensorFlow threads per op in the trainer's process. 0: auto: with --runtime=local, cores // (actors + 1), at "
+    "least 1, so that actor and learner ops run side by side instead of each splitting over every core (measured "
+    "faster on 2 cores, bench/NOTES.md); with --runtime=ray TensorFlow's default (Ray actors set their own).",
+)
 flags.DEFINE_integer("max_actor_restarts", 10, "Stop the run after this many actor failures.")
 flags.DEFINE_integer(
     "param_refresh_unrolls",
@@ -131,6 +138,8 @@ def validate(values: Any = None) -> None:
         raise flags.ValidationError(
             f"--batch_size={f.batch_size} must be divisible by --learner_devices={f.learner_devices}"
         )
+    if f.intra_op_threads < 0:
+        raise flags.ValidationError(f"--intra_op_threads must be >= 0 (0: auto), got {f.intra_op_threads}")
     if f.max_actor_restarts < 0:
         raise flags.ValidationError("--max_actor_restarts must be >= 0")
     for name in ("discount",):
@@ -163,6 +172,13 @@ def use_xla(value: str | None = None) -> bool:
 
         return bool(tf.config.list_physical_devices("GPU"))
     return value == "on"
+
+
+def intra_op_threads(value: int, runtime: str, num_actors: int, cpu_count: int) -> int:
+    """Resolves --intra_op_threads; 0 means TensorFlow's default (every core)."""
+    if value or runtime != "local":
+        return value
+    return max(1, cpu_count // (num_actors + 1))
 
 
 def parse_reward_scales(items: list[str]) -> dict[str, float]:

@@ -168,6 +168,21 @@ def check_existing_run(
         )
 
 
+def configure_intra_op_threads(threads: int, explicit: bool = False) -> None:
+    """Sets TensorFlow's threads per op (0: leave its default). Only possible before TensorFlow first runs in
+    this process; otherwise (a trainer embedded after other TensorFlow work) the setting is left as it is."""
+    if threads == 0 or tf.config.threading.get_intra_op_parallelism_threads() == threads:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    except RuntimeError:
+        (log.warning if explicit else log.info)(
+            "intra-op threads stay %d, not %d: TensorFlow ran in this process before the trainer",
+            tf.config.threading.get_intra_op_parallelism_threads(),
+            threads,
+        )
+
+
 def time_major_batches(unrolls: Iterable[Unroll], batch_size: int) -> Iterator[Unroll]:
     """Groups single unrolls into time-major batches of B in numpy: one copy per batch, straight into the
     learner's layout (no per-unroll tf.data element, no batch copy and transpose in TensorFlow). A last group
@@ -217,6 +232,12 @@ class Trainer:
                 f"--queue_capacity must be >= 0 (0: 2 x --batch_size), got {FLAGS.queue_capacity}"
             )
 
+        configure_intra_op_threads(
+            config.intra_op_threads(
+                FLAGS.intra_op_threads, FLAGS.runtime, self.spec.num_actors, os.cpu_count() or 1
+            ),
+            explicit=bool(FLAGS.intra_op_threads),
+        )
         tf.random.set_seed(self.spec.seed)
         # One probe environment gives the specs; the network and learner follow from them.
         try:
@@ -278,6 +299,7 @@ class Trainer:
                 "num_actions": self.num_actions,
                 "frames_per_step": self.frames_per_step,
                 "task_proportions": self.spec.task_proportions(),
+                "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),  # 0: every core
                 "versions": versions(),
                 "git_commit": git_commit(),
             },

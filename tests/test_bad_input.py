@@ -102,6 +102,10 @@ SLOW_CASES = {
         ["-m", "suites.catch", "--queue_capacity=-1", "--logdir={logdir}"],
         "--queue_capacity must be >= 0",
     ),
+    "negative_intra_op_threads": (
+        ["-m", "suites.catch", "--intra_op_threads=-1", "--logdir={logdir}"],
+        "--intra_op_threads must be >= 0",
+    ),
     "popart_single_task": (
         ["-m", "suites.catch", "--popart", "--logdir={logdir}"],
         "--popart normalises values per task",

@@ -9,6 +9,8 @@ import time
 import pandas as pd
 import pytest
 
+from impala_tf import config
+
 FRAMES = 60_000
 THRESHOLD = 0.8
 
@@ -39,6 +41,11 @@ def test_impala_learns_catch_within_budget(tmp_path, seed):
     assert evaluation.returncode == 0, evaluation.stderr[-2000:]
     elapsed = time.time() - start
 
+    run_config = json.loads((logdir / "config.json").read_text())
+    run_flags = run_config["flags"]
+    assert run_config["intra_op_threads"] == config.intra_op_threads(
+        0, run_flags["runtime"], run_flags["num_actors"], os.cpu_count()
+    )  # auto: the binary configured TensorFlow before it first ran
     summary = json.loads((logdir / "eval_summary.json").read_text())
     assert summary["trained_frames"] >= FRAMES
     assert summary["mean_score"]["catch"] >= THRESHOLD, summary

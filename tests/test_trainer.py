@@ -12,7 +12,7 @@ import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver
 
-from impala_tf import trainer, writers
+from impala_tf import config, trainer, writers
 from impala_tf.unroll import Unroll, unroll_dtypes, unroll_shapes
 from suites.registry import get_suite
 
@@ -201,3 +201,10 @@ def test_dataset_stacks_unrolls_time_major_in_arrival_order_and_drops_a_short_la
             np.testing.assert_array_equal(batch.agent_state.numpy()[:, j], unroll.agent_state)
             assert batch.task_id.numpy()[j] == unroll.task_id
             assert batch.policy_version.numpy()[j] == unroll.policy_version
+
+
+def test_auto_intra_op_threads_share_the_cores_between_local_actors_and_the_learner():
+    assert config.intra_op_threads(0, "local", num_actors=2, cpu_count=2) == 1
+    assert config.intra_op_threads(0, "local", num_actors=3, cpu_count=16) == 4
+    assert config.intra_op_threads(0, "ray", num_actors=8, cpu_count=16) == 0  # TensorFlow's default
+    assert config.intra_op_threads(6, "local", num_actors=2, cpu_count=2) == 6  # an explicit value wins
