@@ -310,6 +310,14 @@ def test_normaliser_file_normalises_and_must_cover_the_suite(tmp_path, capsys):
         capsys, f"--scores={scores}", f"--normaliser={normaliser}", "--reference=none", "--format=json"
     )
     assert code == 0 and json.loads(out)["agents"]["s"]["median_hns"] == pytest.approx(50.0)
+    out_dir = tmp_path / "board"
+    code, _, _ = run_cli(
+        capsys, f"--scores={scores}", f"--normaliser={normaliser}", "--reference=none", f"--out={out_dir}"
+    )
+    header = next(
+        line for line in (out_dir / "per_game.md").read_text().splitlines() if line.startswith("| game")
+    )
+    assert code == 0 and "low (0 %) | high (100 %)" in header and "random" not in header  # not random/human
     partial = write_csv(tmp_path / "partial.csv", ["game", "low", "high"], [["pong", 0.0, 10.0]])
     code, _, err = run_cli(capsys, f"--scores={scores}", f"--normaliser={partial}", "--format=json")
     assert code == 1 and "no normaliser for alien" in err
