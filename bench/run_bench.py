@@ -42,7 +42,7 @@ from impala_tf.actor import ActingPolicy  # noqa: E402
 from impala_tf.envs.atari import default_num_threads  # noqa: E402
 from impala_tf.envs.base import BatchedTimeStep  # noqa: E402
 from impala_tf.losses import LossConfig  # noqa: E402
-from impala_tf.unroll import TIME_FIELDS, Unroll, unroll_dtypes, unroll_shapes  # noqa: E402
+from impala_tf.unroll import Unroll, batch_axis, unroll_dtypes, unroll_shapes  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("quick", False, "Smoke test: tiny sizes and short windows (asserts only that it runs).")
@@ -161,9 +161,8 @@ def bench_pipeline(unroll_length: int, batch_size: int, secs: float) -> float:
     buffers, as actors emit them) into `trainer.make_dataset`'s time-major batches."""
     block = synthetic_batch(unroll_length, batch_size, state_size=0)
     block = Unroll(*(np.asarray(x) for x in block))
-    batch_axis = {name: 1 if name in (*TIME_FIELDS, "agent_state") else 0 for name in Unroll._fields}
     unrolls = [
-        Unroll(*(x[(slice(None),) * batch_axis[name] + (i,)] for name, x in block._asdict().items()))
+        Unroll(*(x[(slice(None),) * batch_axis(name) + (i,)] for name, x in block._asdict().items()))
         for i in range(batch_size)
     ]
     shapes = unroll_shapes(unroll_length, OBS_SHAPE, NUM_ACTIONS, 0)

@@ -82,13 +82,19 @@ def unroll_shapes(
     )
 
 
+def batch_axis(name: str) -> int:
+    """Where a field's batch axis B sits in a learner batch: after time (and agent_state's h/c axis), else first."""
+    return 1 if name in (*TIME_FIELDS, "agent_state") else 0
+
+
 def batch_shapes(shapes: Unroll, batch_size: int) -> Unroll:
     """Shapes of a time-major batch of B unrolls, from the shapes of one (`unroll_shapes`)."""
-    out = {}
-    for name, shape in shapes._asdict().items():
-        batch_axis = 1 if name in (*TIME_FIELDS, "agent_state") else 0
-        out[name] = (*shape[:batch_axis], batch_size, *shape[batch_axis:])
-    return Unroll(**out)
+    return Unroll(
+        **{
+            name: (*shape[: batch_axis(name)], batch_size, *shape[batch_axis(name) :])
+            for name, shape in shapes._asdict().items()
+        }
+    )
 
 
 def stack_time_major(unrolls: list[Unroll]) -> Unroll:
@@ -96,9 +102,9 @@ def stack_time_major(unrolls: list[Unroll]) -> Unroll:
 
     agent_state becomes `[2, B, H]` so that `state[0]` and `state[1]` are the batched h and c.
     """
-    out = {}
-    for name in Unroll._fields:
-        parts = [getattr(u, name) for u in unrolls]
-        batch_axis = 1 if name in (*TIME_FIELDS, "agent_state") else 0
-        out[name] = np.stack(parts, axis=batch_axis)
-    return Unroll(**out)
+    return Unroll(
+        **{
+            name: np.stack([getattr(u, name) for u in unrolls], axis=batch_axis(name))
+            for name in Unroll._fields
+        }
+    )
