@@ -91,6 +91,7 @@ def _network(name: str) -> networks.ImpalaNetwork:
 
 
 WINDOWS = 3  # timing windows per stage measurement (1 with --quick)
+QUICK_UNROLL_LENGTH, QUICK_BATCH_SIZE = 5, 4
 
 
 def _timed(fn, min_calls: int, min_secs: float) -> float:
@@ -244,7 +245,7 @@ def loop_overrides(quick: bool) -> dict:
     """Two actor threads with 32 environments each: the inference batch the inference row measures."""
     overrides = {"num_actors": LOOP_ACTORS, "envs_per_actor": LOOP_ENVS_PER_ACTOR}
     if quick:
-        overrides.update(unroll_length=5, batch_size=4)
+        overrides.update(unroll_length=QUICK_UNROLL_LENGTH, batch_size=QUICK_BATCH_SIZE)
     return overrides
 
 
@@ -298,7 +299,7 @@ def main(argv):
 
     global WINDOWS
     WINDOWS = 1 if quick else WINDOWS
-    unroll_length, batch_size = (5, 4) if quick else (20, 32)
+    unroll_length, batch_size = (QUICK_UNROLL_LENGTH, QUICK_BATCH_SIZE) if quick else (20, 32)
     print(f"impala-tf bench on {results['device']} (commit {git_commit()[:10]})", flush=True)
 
     # Environment: raw vector env vs the batched interface, in the loop's configuration: the loop suite's games,
