@@ -13,9 +13,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
-import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from bench.loop import measure_loop  # noqa: E402
 from impala_tf import trainer, writers  # noqa: E402
 from impala_tf.runtime import ray as ray_runtime  # noqa: E402
 
@@ -38,43 +36,15 @@ flags.DEFINE_string("results_dir", "bench/results", "Where the JSON result is sa
 
 def measure(runtime: str, num_actors: int) -> dict:
     """One trainer run in this process: the learner's frames/s over the window, and the seconds to its first updates."""
-    with tempfile.TemporaryDirectory() as logdir:
-        values = {
-            "logdir": logdir,
-            "runtime": runtime,
-            "num_actors": num_actors,
-            "envs_per_actor": FLAGS.bench_envs_per_actor,
-            "total_frames": 10**12,
-            "checkpoint_every_secs": 10**6,
-            "progress_every_secs": 10**6,
-        }
-        for key, value in values.items():
-            setattr(FLAGS, key, value)
-        suite = trainer.resolve_suite(FLAGS.bench_suite, FLAGS.bench_games)
-        run = trainer.Trainer(suite, logdir)
-        thread = threading.Thread(target=run.run, daemon=True)
-        started = time.perf_counter()
-        thread.start()
-        deadline = time.time() + 300
-        while run.learner.num_updates.numpy() < 2 and time.time() < deadline:  # actors up, step compiled
-            time.sleep(0.2)
-        first_updates = time.perf_counter() - started
-        time.sleep(FLAGS.warmup_secs)
-        # Frames move in whole updates (T x B x 4 at a time): time the window from update to update.
-        changes = []  # (time, frames) of each change seen
-        frames, window_end = int(run.learner.num_frames.numpy()), time.perf_counter() + FLAGS.window_secs
-        while time.perf_counter() < window_end:
-            now = int(run.learner.num_frames.numpy())
-            if now != frames:
-                frames = now
-                changes.append((time.perf_counter(), now))
-            time.sleep(0.01)
-        run.stop.set()
-        thread.join(120)
-    if len(changes) < 2:
-        return {"fps": 0.0, "startup_secs": first_updates}
-    (t0, frames0), (t1, frames1) = changes[0], changes[-1]
-    return {"fps": (frames1 - frames0) / (t1 - t0), "startup_secs": first_updates}
+    return measure_loop(
+        FLAGS.bench_suite,
+        FLAGS.bench_games,
+        FLAGS.warmup_secs,
+        FLAGS.window_secs,
+        runtime=runtime,
+        num_actors=num_actors,
+        envs_per_actor=FLAGS.bench_envs_per_actor,
+    )
 
 
 def main(argv):

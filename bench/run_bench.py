@@ -24,8 +24,6 @@ import platform
 import resource
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +34,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from bench.loop import measure_loop  # noqa: E402
 from impala_tf import config, envs, networks, trainer  # noqa: E402
 from impala_tf import learner as learner_lib
 from impala_tf.actor import ActingPolicy  # noqa: E402
@@ -193,37 +192,18 @@ def bench_learner(name: str, unroll_length: int, batch_size: int, xla: bool, cal
 
 
 def bench_loop(network: str, warmup_secs: float, window_secs: float, overrides: dict) -> dict:
-    """The whole trainer in this process; frames/s of the learner's frame counter over the window."""
-    with tempfile.TemporaryDirectory() as logdir:
-        values = {
-            "suite": FLAGS.loop_suite,
-            "logdir": logdir,
-            "network": network,
-            "use_lstm": False,
-            "total_frames": 10**12,
-            "checkpoint_every_secs": 10**6,
-            "progress_every_secs": 10**6,
-            **overrides,
-        }
-        for key, value in values.items():
-            setattr(FLAGS, key, value)
-        suite = trainer.resolve_suite(FLAGS.suite, [])
-        run = trainer.Trainer(suite, logdir)
-        thread = threading.Thread(target=run.run, daemon=True)
-        thread.start()
-        deadline = time.time() + warmup_secs + 600
-        while run.learner.num_updates.numpy() < 2 and time.time() < deadline:  # compiled and flowing
-            time.sleep(0.5)
-        time.sleep(warmup_secs)
-        frames0, t0 = int(run.learner.num_frames.numpy()), time.perf_counter()
-        time.sleep(window_secs)
-        frames1, t1 = int(run.learner.num_frames.numpy()), time.perf_counter()
-        run.stop.set()
-        thread.join(120)
+    """The whole trainer in this process on the loop suite; frames/s of the learner over the window."""
+    result = measure_loop(
+        FLAGS.loop_suite,
+        [],
+        warmup_secs,
+        window_secs,
+        network=network,
+        use_lstm=False,
+        **overrides,
+    )
     return {
-        "fps": (frames1 - frames0) / (t1 - t0),
-        "updates_in_window": (frames1 - frames0)
-        // max(values.get("unroll_length", 20) * values.get("batch_size", 32) * FRAMES_PER_STEP, 1),
+        **result,
         "peak_rss_mb": peak_rss_mb(),
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
     }

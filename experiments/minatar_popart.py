@@ -111,9 +111,8 @@ def normalised_curves(
     for _, per_game in data.curves:
         values = []
         for game in suite.games:
-            frames, returns = per_game[
-                game
-            ]  # smoothed; held constant before the first and after the last game
+            # Smoothed returns, held constant before the first and after the last game.
+            frames, returns = per_game[game]
             low, high = suite.normalisers[game]
             values.append(scoring.normalised_score(np.interp(grid, frames, returns), low, high))
         curves.append(np.median(np.array(values), axis=0))

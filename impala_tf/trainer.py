@@ -343,7 +343,8 @@ class Trainer:
                 pending.append(episode)
 
         runtime = self._make_runtime(stop, on_episode)
-        learner_device = "/GPU:0" if tf.config.list_logical_devices("GPU") else None
+        # One GPU learner: batches wait in its memory. A mirrored learner splits them across its devices.
+        one_gpu = self.learner.strategy is None and bool(tf.config.list_logical_devices("GPU"))
         dataset = make_dataset(
             runtime.unrolls(),
             unroll_shapes(
@@ -351,8 +352,7 @@ class Trainer:
             ),
             unroll_dtypes(),
             FLAGS.batch_size,
-            # One GPU learner: batches wait in its memory. A mirrored learner splits them across its devices.
-            device=learner_device if self.learner.strategy is None else None,
+            device="/GPU:0" if one_gpu else None,
         )
         process = psutil.Process()
         last_progress = last_checkpoint = start = time.time()
