@@ -105,6 +105,15 @@ def rmsprop_update(
     return -new_momentum_buffer, new_mean_square, new_momentum_buffer
 
 
+def _layer_name(variable: tf.Variable) -> str | None:
+    """A short name for a kernel ("conv2d_1", "dense"), None for biases and LSTM recurrences."""
+    path = getattr(variable, "path", None) or variable.name
+    parts = path.replace(":0", "").split("/")
+    if parts[-1] != "kernel":
+        return None
+    return "/".join(parts[-3:-1]) if len(parts) >= 3 else parts[-2]
+
+
 def mirrored_strategy(num_devices: int) -> tf.distribute.MirroredStrategy | None:
     """The learner's devices for `--learner_devices`: None for one device (the plain, fastest path).
 
@@ -335,8 +344,10 @@ class Learner(tf.Module):
         gradients = tape.gradient(total_loss, self._trainable)
         return total_loss, loss_logs, gradients, mask
 
-    def _apply_gradients(self, gradients: list[tf.Tensor], learning_rate: tf.Tensor) -> None:
+    def _apply_gradients(self, gradients: list[tf.Tensor], learning_rate: tf.Tensor) -> list[tf.Tensor]:
+        """Applies one RMSProp step; returns each variable's update (what was added to it)."""
         config = self.optimizer_config
+        deltas = []
         for i, (variable, gradient) in enumerate(zip(self._trainable, gradients, strict=True)):
             delta, mean_square, momentum_buffer = rmsprop_update(
                 gradient,
@@ -351,6 +362,23 @@ class Learner(tf.Module):
             if momentum_buffer is not None:
                 self.momentum_buffer[i].assign(momentum_buffer)
             variable.assign_add(delta)
+            deltas.append(delta)
+        return deltas
+
+    def _optimizer_diagnostics(self, deltas: list[tf.Tensor]) -> dict[str, tf.Tensor]:
+        """What tells whether the optimiser moves the weights: per layer, the update's norm relative to the
+        weights' (`update_ratio/<layer>`), and over all weights the mean RMSProp denominator sqrt(ms + ε) and
+        the global update norm."""
+        logs = {}
+        for variable, delta in zip(self._trainable, deltas, strict=True):
+            name = _layer_name(variable)
+            if name is not None:
+                logs[f"update_ratio/{name}"] = tf.norm(delta) / tf.maximum(tf.norm(variable), 1e-12)
+        denominators = [tf.sqrt(ms + self.optimizer_config.epsilon) for ms in self.mean_square]
+        num_weights = sum(int(d.shape.num_elements()) for d in denominators)
+        logs["rmsprop_denominator"] = tf.add_n([tf.reduce_sum(d) for d in denominators]) / num_weights
+        logs["update_norm"] = tf.linalg.global_norm(deltas)
+        return logs
 
     def _update_popart(self, vs: tf.Tensor, task_id: tf.Tensor, mask: tf.Tensor) -> None:
         """Moves the statistics towards this batch's targets vs [T, B], then preserves the value outputs."""
@@ -384,26 +412,29 @@ class Learner(tf.Module):
         finite = tf.logical_and(tf.math.is_finite(total_loss), tf.math.is_finite(grad_norm))
         learning_rate = self.learning_rate()
 
-        def apply() -> tf.Tensor:
-            self._apply_gradients(clipped_gradients, learning_rate)
+        def apply() -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+            deltas = self._apply_gradients(clipped_gradients, learning_rate)
             if self.uses_popart:
                 self._update_popart(loss_logs["vs"], task_id, mask)
             self.num_updates.assign_add(1)
             self.nonfinite_streak.assign(0)
-            return tf.constant(0.0)
+            return tf.constant(0.0), self._optimizer_diagnostics(deltas)
 
-        def skip() -> tf.Tensor:
+        def skip() -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
             self.num_nonfinite.assign_add(1)
             self.nonfinite_streak.assign_add(1)
-            return tf.constant(1.0)
+            zero_deltas = [tf.zeros_like(v) for v in self._trainable]
+            return tf.constant(1.0), self._optimizer_diagnostics(zero_deltas)
 
-        nonfinite = tf.cond(finite, apply, skip)
+        nonfinite, diagnostics = tf.cond(finite, apply, skip)
         self.num_frames.assign_add(tf.cast(tf.size(mask) * self.frames_per_step, tf.int64))
 
         logs = {name: value for name, value in loss_logs.items() if value.shape.rank == 0}
+        logs.update(diagnostics)
         logs.update(
             total_loss=total_loss,
             grad_norm=grad_norm,
+            clipped_grad_norm=tf.minimum(grad_norm, self.optimizer_config.max_grad_norm),
             learning_rate=learning_rate,
             nonfinite=nonfinite,
             nonfinite_streak=tf.cast(self.nonfinite_streak.read_value(), tf.float32),

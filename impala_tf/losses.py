@@ -23,6 +23,8 @@ CORRECTIONS = ("vtrace", "none", "epsilon", "is1")
 
 # log ρ of masked transitions: ρ = c = exp(-1e9) = 0 exactly, so v_t = V(x_t) there and no trace crosses it.
 _MASKED_LOG_RHO = -1e9
+# Logits at or below this are illegal actions (networks.ILLEGAL_LOGIT = -1e9).
+ILLEGAL_THRESHOLD = -1e8
 
 
 def clip_rewards(rewards: tf.Tensor, mode: str) -> tf.Tensor:
@@ -81,6 +83,15 @@ class LossConfig:
 def _masked_sum(x: tf.Tensor, real: tf.Tensor) -> tf.Tensor:
     # tf.where, not a product: a masked step's term may be inf or NaN (an illegal action's log-probability).
     return tf.reduce_sum(tf.where(real, x, tf.zeros_like(x)))
+
+
+def _logit_std(logits: tf.Tensor, real: tf.Tensor) -> tf.Tensor:
+    """Mean over real steps of the std of the legal logits across actions: how far from uniform the policy is."""
+    legal = logits > ILLEGAL_THRESHOLD
+    count = tf.maximum(tf.reduce_sum(tf.cast(legal, tf.float32), -1), 1.0)
+    mean = tf.reduce_sum(tf.where(legal, logits, 0.0), -1) / count
+    var = tf.reduce_sum(tf.where(legal, tf.square(logits - mean[..., None]), 0.0), -1) / count
+    return _masked_sum(tf.sqrt(var), real) / tf.maximum(tf.reduce_sum(tf.cast(real, tf.float32)), 1.0)
 
 
 def negative_entropy(logits: tf.Tensor) -> tf.Tensor:
@@ -222,6 +233,8 @@ def impala_loss(
         "clipped_rho_fraction": _masked_sum(clipped_rhos, real) / num_real,
         "mean_vs": _masked_sum(vs, real) / num_real,
         "mean_advantage": _masked_sum(pg_advantages, real) / num_real,
+        "advantage_std": tf.sqrt(_masked_sum(tf.square(pg_advantages), real) / num_real),
+        "logit_std": _logit_std(target_logits, real),
         "vs": vs,
     }
     return total_loss, logs
