@@ -11,6 +11,8 @@ from typing import Any
 
 from absl import flags
 
+from impala_tf import networks
+
 FLAGS = flags.FLAGS
 
 # Run and suite.
@@ -71,7 +73,12 @@ flags.DEFINE_integer(
 )
 
 # Network.
-flags.DEFINE_enum("network", "shallow", ["shallow", "deep"], "Torso: the paper's shallow CNN or deep ResNet.")
+flags.DEFINE_enum(
+    "network",
+    "shallow",
+    list(networks.TORSOS),
+    "Torso: the paper's shallow CNN or deep ResNet, or the MinAtar paper's conv 3x3 x16 -> FC 128.",
+)
 flags.DEFINE_bool(
     "use_lstm", False, "Add the LSTM-256 core (ResNet-LSTM); the paper's Atari agents had none."
 )
@@ -97,7 +104,12 @@ flags.DEFINE_list(
 flags.DEFINE_float("learning_rate", 6e-4, "Initial learning rate, annealed linearly to 0 over total_frames.")
 flags.DEFINE_float("rmsprop_decay", 0.99, "RMSProp decay.")
 flags.DEFINE_float("rmsprop_momentum", 0.0, "RMSProp momentum.")
-flags.DEFINE_float("rmsprop_epsilon", 0.01, "RMSProp epsilon.")
+flags.DEFINE_float("rmsprop_epsilon", 0.01, "RMSProp epsilon, inside the square root (TF1).")
+flags.DEFINE_float(
+    "rmsprop_initial_mean_square",
+    1.0,
+    "RMSProp's mean square at step 0: 1 as TF1's RMSPropOptimizer (the paper's), 0 as Keras, PyTorch and optax.",
+)
 flags.DEFINE_float("max_grad_norm", 40.0, "Global gradient-norm clip.")
 
 # Logging and checkpoints.

@@ -3,6 +3,8 @@
 Two torsos, an optional LSTM core and two heads:
 
   shallow torso   conv 8x8/4 x16 -> ReLU -> conv 4x4/2 x32 -> ReLU -> FC 256 -> ReLU
+  minatar torso   conv 3x3/1 x16 -> ReLU -> FC 128 -> ReLU (Young & Tian 2019's network, for 10x10 frames where
+                  the shallow torso's 8x8/4 first convolution leaves a 3x3 map)
   deep torso      3 sections (16, 32, 32 channels), each: conv 3x3/1 -> max-pool 3x3/2 -> 2 residual blocks
                   (ReLU, conv 3x3, ReLU, conv 3x3, + skip); then ReLU -> FC 256 -> ReLU
   LSTM core       input = torso output ++ one-hot(previous action) ++ clipped previous reward; the state is
@@ -31,7 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-TORSOS = ("shallow", "deep")
+TORSOS = ("shallow", "deep", "minatar")
 # Large and finite: exp() underflows to exactly 0, so a masked action is never sampled and adds 0 * finite to
 # the entropy, where -inf would give 0 * inf = NaN.
 ILLEGAL_LOGIT = -1e9
@@ -47,7 +49,7 @@ class NetworkConfig:
     use_lstm: bool = False
     lstm_size: int = 256
     num_value_heads: int = 1
-    hidden_size: int = 256  # width of the torso's final fully connected layer
+    hidden_size: int | None = None  # width of the torso's final FC layer; None: 128 for minatar, else 256
 
     def __post_init__(self):
         if self.torso not in TORSOS:
@@ -56,6 +58,10 @@ class NetworkConfig:
             raise ValueError(f"num_actions must be >= 1, got {self.num_actions}.")
         if self.num_value_heads < 1:
             raise ValueError(f"num_value_heads must be >= 1, got {self.num_value_heads}.")
+        if self.hidden_size is None:
+            object.__setattr__(self, "hidden_size", 128 if self.torso == "minatar" else 256)
+        if self.hidden_size < 1:
+            raise ValueError(f"hidden_size must be >= 1, got {self.hidden_size}.")
         if self.use_lstm and self.lstm_size < 1:
             raise ValueError(f"lstm_size must be >= 1 when use_lstm, got {self.lstm_size}.")
 
@@ -77,6 +83,19 @@ class ShallowTorso(keras.layers.Layer):
 
     def call(self, frames: tf.Tensor) -> tf.Tensor:
         return self.fc(self.flatten(self.conv2(self.conv1(frames))))
+
+
+class MinAtarTorso(keras.layers.Layer):
+    """The MinAtar paper's torso (Young & Tian 2019, section 4). [N, H, W, C] float -> [N, hidden_size]."""
+
+    def __init__(self, hidden_size: int = 128, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(16, 3, strides=1, padding="valid", activation="relu")
+        self.flatten = keras.layers.Flatten()
+        self.fc = keras.layers.Dense(hidden_size, activation="relu")
+
+    def call(self, frames: tf.Tensor) -> tf.Tensor:
+        return self.fc(self.flatten(self.conv(frames)))
 
 
 class ResidualBlock(keras.layers.Layer):
@@ -117,7 +136,7 @@ class ImpalaNetwork(keras.layers.Layer):
     def __init__(self, config: NetworkConfig, legal_action_mask: np.ndarray | None = None, **kwargs):
         super().__init__(**kwargs)
         self.config = config
-        torso_class = {"shallow": ShallowTorso, "deep": DeepTorso}[config.torso]
+        torso_class = {"shallow": ShallowTorso, "deep": DeepTorso, "minatar": MinAtarTorso}[config.torso]
         self.torso = torso_class(config.hidden_size)
         self.core = keras.layers.LSTMCell(config.lstm_size) if config.use_lstm else None
         self.policy_head = keras.layers.Dense(config.num_actions)

@@ -84,6 +84,7 @@ def optimizer_config_from_flags() -> learner_lib.OptimizerConfig:
         decay=FLAGS.rmsprop_decay,
         momentum=FLAGS.rmsprop_momentum,
         epsilon=FLAGS.rmsprop_epsilon,
+        initial_mean_square=FLAGS.rmsprop_initial_mean_square,
         max_grad_norm=FLAGS.max_grad_norm,
     )
 

@@ -45,6 +45,8 @@ _ATARI_FLAGS: dict[str, Any] = {}
 _ATARI57_FLAGS = {"network": "deep"}  # the paper's multi-task agent (Table C.1, "deep multi-task")
 # Catch learns from small batches (16 x 10 steps): the paper's 6e-4 (tuned for 32 x 20 Atari unrolls) showed no
 # learning in 100K frames here, 1e-2 reached a mean return of 0.96 by 60K frames.
+# MinAtar: the MinAtar paper's own network (10x10 frames); see the README's MinAtar section for the sweep.
+_MINATAR_FLAGS: dict[str, Any] = {"network": "minatar"}
 _CATCH_FLAGS = {"unroll_length": 10, "batch_size": 16, "envs_per_actor": 8, "learning_rate": 0.01}
 
 
@@ -181,6 +183,7 @@ def _minatar_suite(
         protocol=protocol,
         action_set=action_set,
         default_total_frames=MINATAR_FRAMES_PER_GAME * len(games),
+        default_flags=dict(_MINATAR_FLAGS),
     )
 
 

@@ -44,6 +44,8 @@ def sliced(inputs, start, stop):
         ("shallow", True, MINATAR_SHAPE, 6),
         ("deep", False, (10, 10, 10), 6),
         ("deep", True, (10, 5, 1), 3),  # Catch-sized
+        ("minatar", False, MINATAR_SHAPE, 6),
+        ("minatar", True, (10, 5, 1), 3),
     ],
 )
 def test_step_and_unroll_output_shapes(torso, use_lstm, obs_shape, num_actions):
@@ -68,7 +70,7 @@ def test_step_and_unroll_output_shapes(torso, use_lstm, obs_shape, num_actions):
 
 
 def test_unknown_torso_is_a_value_error_naming_the_choices():
-    with pytest.raises(ValueError, match="shallow, deep"):
+    with pytest.raises(ValueError, match="shallow, deep, minatar"):
         NetworkConfig(torso="resnet50", num_actions=4)
 
 
@@ -219,3 +221,10 @@ def test_observations_are_scaled_from_uint8_inside_the_network():
     frames = tf.ones([2, *MINATAR_SHAPE])  # 255 / 255
     features = network.torso(frames)
     np.testing.assert_allclose(output.policy_logits, network.policy_head(features), atol=1e-5)
+
+
+def test_minatar_torso_is_the_minatar_papers_network():
+    network = make_network(NetworkConfig(torso="minatar", num_actions=6), MINATAR_SHAPE)
+    # conv 3x3x7x16 (valid: 10x10 -> 8x8), FC 8*8*16 -> 128, policy 128 -> 6, value 128 -> 1.
+    expected = (3 * 3 * 7 * 16 + 16) + (8 * 8 * 16 * 128 + 128) + (128 * 6 + 6) + (128 + 1)
+    assert count_parameters(network) == expected
