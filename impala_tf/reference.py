@@ -7,6 +7,10 @@
   2018 protocol (sticky actions 0.25, full action set, 200M frames) — vwxyzjn/cleanba
   `static/cleanba/main_10CPU.csv`.
 
+- `minatar_published(algorithm)`: MinAtar's AC(λ=0.8) and DQN at 5M frames per game (Young & Tian 2019),
+  read off the published learning-curve figure (about ±10 %).
+- `atari_published_small_budget()`: single-game Atari points at 10M-40M frames (RLlib's IMPALA, A2C, PPO).
+
 Scores under the two protocols are not comparable; every reference agent carries its protocol.
 """
 
@@ -89,3 +93,39 @@ def reference_agents(name: str) -> list[ReferenceAgent]:
             ReferenceAgent(column, label, _SET_PROTOCOL[name], _FRAMES_PER_GAME, _SET_SOURCE[name], scores)
         )
     return agents
+
+
+MINATAR_ALGORITHMS = ("ac_lambda_0.8", "dqn")
+MINATAR_SOURCE = (
+    "Young & Tian 2019 (arXiv 1903.03176), kenjyoung/MinAtar img/learning_curves.gif (commit 87c2bc8): "
+    "mean return of the last 100 training episodes at 5M frames, 30 seeds, read off the figure (about ±10 %); "
+    "seaquest's curves predate the oxygen fix of MinAtar >= 1.0.11"
+)
+
+
+def minatar_published(algorithm: str = "ac_lambda_0.8") -> dict[str, float]:
+    """game -> a published MinAtar baseline's score at 5M frames (`MINATAR_SOURCE`)."""
+    if algorithm not in MINATAR_ALGORITHMS:
+        raise ValueError(f"unknown MinAtar baseline {algorithm!r}; valid: {', '.join(MINATAR_ALGORITHMS)}")
+    return {
+        row["game"]: float(row["score"])
+        for row in _read_table("minatar_published.csv")
+        if row["algorithm"] == algorithm
+    }
+
+
+class PublishedPoint(NamedTuple):
+    game: str
+    agent: str
+    frames: int
+    score: float
+    protocol: str
+    how: str
+
+
+def atari_published_small_budget() -> list[PublishedPoint]:
+    """Single-game Atari scores at 10M-40M frames, for orientation on training curves (data/README.md)."""
+    return [
+        PublishedPoint(r["game"], r["agent"], int(r["frames"]), float(r["score"]), r["protocol"], r["how"])
+        for r in _read_table("atari_published_small_budget.csv")
+    ]
