@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 RUN_DIR ?= runs/atari5_shallow
 RUN_FLAGS ?= --total_frames=8000000 --num_actors=2 --envs_per_actor=32
 
-.PHONY: setup test run bench bench-ray bench-quick lint format regression leaderboards soak test-tf-agents clean
+.PHONY: setup test run bench bench-ray bench-quick lint format regression leaderboards reproduce soak test-tf-agents clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,11 @@ run: setup
 	$(PY) -m impala_tf.leaderboard --suite=atari5 --runs=$(RUN_DIR) --out=$(RUN_DIR)/leaderboard
 	@echo "run directory:  $(RUN_DIR)  (episodes.csv, eval_scores.csv, checkpoints/, tensorboard/)"
 	@echo "leaderboard:    $(RUN_DIR)/leaderboard/README.md  and  report.html"
+
+# Re-run a committed experiment from scratch (`make reproduce` alone lists them with time estimates).
+EXPERIMENT ?=
+reproduce: setup
+	$(PY) -m experiments.reproduce $(if $(EXPERIMENT),--experiment=$(EXPERIMENT),--list)
 
 bench: setup
 	$(PY) -m bench.run_bench

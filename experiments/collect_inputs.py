@@ -42,10 +42,13 @@ def thin_episodes(text: str, stride: int) -> str:
     return "\n".join(kept) + "\n"
 
 
-def collect(src: Path, dst: Path, stride: int = 1) -> list[Path]:
+def collect(src: Path, dst: Path, stride: int = 1, only: str | None = None) -> list[Path]:
+    """Copies every evaluated run under `src` (or only the one whose directory is named `only`) into `dst`."""
     copied = []
     for summary in sorted(src.rglob("eval_summary.json")):
         run = summary.parent
+        if only is not None and run.name != only:
+            continue
         target = dst / run.relative_to(src)
         target.mkdir(parents=True, exist_ok=True)
         for name in RUN_FILES:

@@ -1,0 +1,188 @@
+"""Re-run a committed experiment from scratch with its exact flags: train, evaluate, collect the report's inputs.
+
+  python -m experiments.reproduce --list                       # experiments, runs and time estimates
+  python -m experiments.reproduce --experiment=minatar_experts [--runs_dir=runs/reproduce] [--only=breakout_s1]
+  make reproduce EXPERIMENT=atari_tuning6
+
+Each run is an ordinary training run in `<runs_dir>/<experiment>/<run>`: stopping the driver and running the same
+command again resumes the unfinished run (the trainer resumes from its checkpoint) and skips finished ones. After
+training, each run is evaluated (`impala_tf.evaluate`, `eval_episodes` games per task) and its report inputs
+(config.json, eval files, episodes.csv thinned to every `episode_stride`-th game) are copied to
+`leaderboards/inputs/<experiment>/<run>/`, from which `make leaderboards` rebuilds the reports.
+
+Time estimates use the frames/s measured for each configuration on the 2-core reference machine (`FPS`); they are
+printed before anything starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+REPO = Path(__file__).resolve().parent.parent
+INPUTS = REPO / "leaderboards" / "inputs"
+
+# Frames/s of a whole training run on the 2-core reference machine, by (backend, network), measured from the
+# committed runs' config/episodes (nothing else running). Used only for estimates.
+FPS = {("atari", "shallow"): 10_000, ("minatar", "minatar"): 20_000, ("catch", "shallow"): 5_000}
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    name: str
+    suite: str
+    flags: tuple[str, ...]
+    frames: int
+    backend: str = "atari"
+    network: str = "shallow"
+    eval_episodes: int = 30
+    episode_stride: int = 1
+
+    def estimate_secs(self) -> float:
+        return self.frames / FPS.get((self.backend, self.network), 5_000)
+
+
+def _atari_tuning6() -> list[Run]:
+    """The paper's six tuning games as single-game experts (minimal action sets, shallow network)."""
+    runs = []
+    for game in ("beam_rider", "breakout", "pong", "qbert", "seaquest", "space_invaders"):
+        seeds = (1, 2) if game in ("breakout", "pong") else (1,)
+        frames = 20_000_000 if game == "pong" else 10_000_000
+        for seed in seeds:
+            runs.append(
+                Run(
+                    f"{game}_s{seed}",
+                    "atari_tuning6",
+                    (f"--games={game}", "--action_set=minimal", f"--seed={seed}"),
+                    frames,
+                    episode_stride=5,
+                )
+            )
+    return runs
+
+
+def _minatar_experts() -> list[Run]:
+    """Single-game MinAtar experts, the MinAtar protocol, 5M frames each, 3 seeds."""
+    return [
+        Run(
+            f"{game}_s{seed}",
+            "minatar",
+            (f"--games={game}", f"--seed={seed}"),
+            5_000_000,
+            backend="minatar",
+            network="minatar",
+            eval_episodes=100,
+            episode_stride=10,
+        )
+        for game in ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
+        for seed in (1, 2, 3)
+    ]
+
+
+def _minatar_multitask() -> list[Run]:
+    """One agent on the five MinAtar games, 5M frames per game (25M in all), 3 seeds."""
+    return [
+        Run(
+            f"multitask_s{seed}",
+            "minatar",
+            (f"--seed={seed}",),
+            25_000_000,
+            backend="minatar",
+            network="minatar",
+            eval_episodes=100,
+            episode_stride=10,
+        )
+        for seed in (1, 2, 3)
+    ]
+
+
+EXPERIMENTS = {
+    "atari_tuning6": _atari_tuning6,
+    "minatar_experts": _minatar_experts,
+    "minatar_multitask": _minatar_multitask,
+}
+
+
+def define_flags() -> None:
+    # Defined only when run as a binary, so that importing this module (tests) defines no flags.
+    flags.DEFINE_enum("experiment", None, list(EXPERIMENTS), "The experiment to re-run.")
+    flags.DEFINE_bool("list", False, "List the experiments, their runs and time estimates, and exit.")
+    flags.DEFINE_string("runs_dir", "runs/reproduce", "Where the run directories go.")
+    flags.DEFINE_list("only", [], "Run only these runs of the experiment (names as --list shows).")
+    flags.DEFINE_bool("collect", True, "Copy each finished run's report inputs into leaderboards/inputs/.")
+
+
+def _hours(secs: float) -> str:
+    return f"{secs / 3600:.1f} h" if secs >= 3600 else f"{secs / 60:.0f} min"
+
+
+def describe(name: str) -> str:
+    runs = EXPERIMENTS[name]()
+    total = sum(run.estimate_secs() for run in runs)
+    lines = [f"{name}: {len(runs)} runs, about {_hours(total)} on 2 cores"]
+    for run in runs:
+        lines.append(
+            f"  {run.name:<22} {run.frames / 1e6:>5.0f}M frames  ~{_hours(run.estimate_secs()):>7}  "
+            f"python -m suites.{run.suite} {' '.join(run.flags)} --total_frames={run.frames}"
+        )
+    return "\n".join(lines)
+
+
+def _python(*args: str) -> int:
+    return subprocess.call([sys.executable, "-m", *args], cwd=REPO)
+
+
+def reproduce(name: str, runs_dir: Path, only: list[str], collect: bool) -> int:
+    runs = EXPERIMENTS[name]()
+    unknown = sorted(set(only) - {run.name for run in runs})
+    if unknown:
+        print(f"error: {name} has no run {', '.join(unknown)}; --list shows them", file=sys.stderr)
+        return 1
+    runs = [run for run in runs if not only or run.name in only]
+    print(describe(name), flush=True)
+    for i, run in enumerate(runs, 1):
+        logdir = runs_dir / name / run.name
+        print(f"[{i}/{len(runs)}] {run.name}: ~{_hours(run.estimate_secs())}, {logdir}", flush=True)
+        start = time.time()
+        code = _python(
+            f"suites.{run.suite}", f"--logdir={logdir}", f"--total_frames={run.frames}", *run.flags
+        )
+        if code != 0:
+            print(
+                f"error: {run.name} stopped with exit code {code}; the same command resumes it",
+                file=sys.stderr,
+            )
+            return code
+        if not (logdir / "eval_summary.json").exists():
+            code = _python("impala_tf.evaluate", f"--logdir={logdir}", f"--episodes={run.eval_episodes}")
+            if code != 0:
+                return code
+        if collect:
+            from experiments.collect_inputs import collect as collect_run
+
+            collect_run(logdir.parent, INPUTS / name, run.episode_stride, only=run.name)
+        print(f"[{i}/{len(runs)}] {run.name} done in {_hours(time.time() - start)}", flush=True)
+    return 0
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.list:
+        print("\n\n".join(describe(name) for name in EXPERIMENTS))
+        return 0
+    if not FLAGS.experiment:
+        raise app.UsageError("--experiment is required (or --list)")
+    return reproduce(FLAGS.experiment, Path(FLAGS.runs_dir), FLAGS.only, FLAGS.collect)
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

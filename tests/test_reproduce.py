@@ -1,0 +1,24 @@
+"""experiments.reproduce: the registry of committed experiments and its driver's checks (no training here)."""
+
+from experiments import reproduce
+
+
+def test_every_experiment_lists_its_runs_with_exact_commands_and_an_estimate():
+    for name in reproduce.EXPERIMENTS:
+        text = reproduce.describe(name)
+        runs = reproduce.EXPERIMENTS[name]()
+        assert text.startswith(f"{name}: {len(runs)} runs, about ")
+        for run in runs:
+            assert f"python -m suites.{run.suite} {' '.join(run.flags)} --total_frames={run.frames}" in text
+
+
+def test_run_names_are_unique_within_an_experiment():
+    for name, make_runs in reproduce.EXPERIMENTS.items():
+        names = [run.name for run in make_runs()]
+        assert len(names) == len(set(names)), name
+
+
+def test_unknown_run_is_one_line_and_exit_1_before_anything_starts(tmp_path, capsys):
+    assert reproduce.reproduce("minatar_experts", tmp_path, ["no_such_run"], collect=False) == 1
+    assert "minatar_experts has no run no_such_run" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
