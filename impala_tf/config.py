@@ -112,6 +112,32 @@ flags.DEFINE_float(
 )
 flags.DEFINE_float("max_grad_norm", 40.0, "Global gradient-norm clip.")
 
+# The IMPALA paper's Atari settings (Table G.1), as the paper's TF1 code ran them. `--preset=paper` gives every
+# flag below this value unless the command line sets it, whatever the suite's defaults.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "unroll_length": 20,
+        "batch_size": 32,
+        "discount": 0.99,
+        "baseline_cost": 0.5,
+        "entropy_cost": 0.01,
+        "reward_clipping": "abs_one",
+        "learning_rate": 6e-4,
+        "rmsprop_decay": 0.99,
+        "rmsprop_momentum": 0.0,
+        "rmsprop_epsilon": 0.01,
+        "rmsprop_initial_mean_square": 1.0,
+        "max_grad_norm": 40.0,
+    },
+}
+flags.DEFINE_enum(
+    "preset",
+    None,
+    list(PRESETS),
+    "A named set of hyper-parameters applied over the suite's defaults (the command line still wins). paper: "
+    "Table G.1 of the IMPALA paper with TF1's RMSProp (epsilon 0.01 inside the square root, mean square from 1).",
+)
+
 # Logging and checkpoints.
 flags.DEFINE_integer("checkpoint_every_secs", 600, "Seconds between checkpoints (and one at exit).")
 flags.DEFINE_integer("progress_every_secs", 10, "Seconds between progress lines and summaries.")
@@ -157,12 +183,31 @@ def validate(values: Any = None) -> None:
     for name in ("discount",):
         if not 0.0 <= getattr(f, name) <= 1.0:
             raise flags.ValidationError(f"--{name} must be in [0, 1], got {getattr(f, name)}")
-    for name in ("baseline_cost", "entropy_cost", "learning_rate", "rmsprop_epsilon", "max_grad_norm"):
-        if getattr(f, name) < 0:
+    for name in ("baseline_cost", "entropy_cost", "rmsprop_initial_mean_square"):
+        if not getattr(f, name) >= 0:  # also rejects NaN
             raise flags.ValidationError(f"--{name} must be >= 0, got {getattr(f, name)}")
+    for name in (
+        "learning_rate",
+        "rmsprop_epsilon",
+        "max_grad_norm",
+        "clip_rho_threshold",
+        "clip_pg_rho_threshold",
+    ):
+        if not 0 < getattr(f, name) < float("inf"):
+            raise flags.ValidationError(f"--{name} must be a positive number, got {getattr(f, name)}")
+    if not 0 <= f.rmsprop_decay < 1 or not 0 <= f.rmsprop_momentum < 1:
+        raise flags.ValidationError("--rmsprop_decay and --rmsprop_momentum must be in [0, 1)")
     parse_reward_scales(f.reward_scale)
     if not f.logdir:
         raise flags.ValidationError("--logdir is required")
+
+
+def apply_preset(values: Any = None) -> None:
+    """Gives the flags of `--preset` its values, except those set on the command line."""
+    f = values or FLAGS
+    for name, value in PRESETS.get(f.preset, {}).items():
+        if not f[name].present:
+            f[name].value = value
 
 
 def set_suite_defaults(defaults: dict[str, Any]) -> None:

@@ -561,6 +561,7 @@ def main_for_suite(suite_name: str) -> None:
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
         quiet_logging()
         try:
+            config.apply_preset()
             config.validate()
             if not FLAGS.suite:
                 raise UserError("--suite is required (a suite name or a suite JSON file)")

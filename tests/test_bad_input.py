@@ -122,6 +122,30 @@ SLOW_CASES = {
         ["-m", "suites.catch", "--reward_scale=pong=2", "--logdir={logdir}"],
         "--reward_scale names games outside the suite: pong",
     ),
+    "zero_learning_rate": (
+        ["-m", "suites.catch", "--learning_rate=0", "--logdir={logdir}"],
+        "--learning_rate must be a positive number, got 0.0",
+    ),
+    "nan_learning_rate": (
+        ["-m", "suites.catch", "--learning_rate=nan", "--logdir={logdir}"],
+        "--learning_rate must be a positive number, got nan",
+    ),
+    "zero_max_grad_norm": (
+        ["-m", "suites.catch", "--max_grad_norm=0", "--logdir={logdir}"],
+        "--max_grad_norm must be a positive number",
+    ),
+    "zero_rmsprop_epsilon": (
+        ["-m", "suites.catch", "--rmsprop_epsilon=0", "--logdir={logdir}"],
+        "--rmsprop_epsilon must be a positive number",
+    ),
+    "negative_clip_rho": (
+        ["-m", "suites.catch", "--clip_rho_threshold=-1", "--logdir={logdir}"],
+        "--clip_rho_threshold must be a positive number",
+    ),
+    "unknown_preset": (
+        ["-m", "suites.catch", "--preset=mine", "--logdir={logdir}"],
+        "--preset",
+    ),
     "discount_out_of_range": (
         ["-m", "suites.catch", "--discount=2", "--logdir={logdir}"],
         "--discount must be in [0, 1]",

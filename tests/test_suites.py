@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from pathlib import Path
@@ -142,3 +143,21 @@ def test_make_batched_env_follows_the_suite_and_its_overrides():
         envs.make_batched_env(suite, [1], seed=0)
     with pytest.raises(ValueError, match="valid: impala, machado"):
         envs.make_batched_env(suite, [0], seed=0, protocol="minatar")
+
+
+def test_paper_preset_gives_table_g1_over_suite_defaults_but_not_over_the_command_line():
+    from absl import flags
+
+    from impala_tf import config
+
+    # A copy of the real flags: suite defaults as a suite binary sets them, one flag on the command line.
+    values = flags.FlagValues()
+    for flag in flags.FLAGS.get_flags_for_module(config.__name__):
+        values[flag.name] = copy.deepcopy(flag)
+    values.set_default("learning_rate", 0.01)  # a suite's default
+    values.set_default("entropy_cost", 0.05)
+    values(["prog", "--preset=paper", "--batch_size=8"])
+    config.apply_preset(values)
+    assert values.learning_rate == 6e-4 and values.entropy_cost == 0.01
+    assert values.rmsprop_epsilon == 0.01 and values.rmsprop_initial_mean_square == 1.0
+    assert values.batch_size == 8  # the command line wins
