@@ -3,9 +3,11 @@
   python -m experiments.policy_lag --suite=catch --logdir=DIR --param_refresh_unrolls=40 --correction=none
 
 Every flag of the suite binaries applies (impala_tf/config.py). `--param_refresh_unrolls=K` makes each actor
-fetch the learner's parameters only after every K-th batch of unrolls, so the unrolls the learner sees come
-from a policy about K·(unrolls per actor batch)/(batch size)/2 updates old; the trainer logs the mean lag
-(`lag` in the progress lines, `perf/policy_lag` in TensorBoard).
+fetch the learner's parameters only after every K-th batch of unrolls. A fetch gets the learner's newest
+parameters, and the learner makes about num_actors·envs_per_actor/batch_size updates while an actor makes one
+batch, so the unrolls the learner sees come from a policy about K·num_actors·envs_per_actor/batch_size/2
+updates old (plus what the queue buffers); the trainer logs the mean lag (`lag` in the progress lines,
+`perf/policy_lag` in TensorBoard). Catch (2 actors x 8 envs, batch 16) at K=40: about 18.
 
 The suite binaries take the flag directly once the trainer passes it to the actors (RunSpec ->
 agent.make_actor -> Actor(param_refresh_unrolls=...)); until then this driver applies it to each actor the

@@ -368,6 +368,7 @@ class Trainer:
                 updates_before = int(self.learner.num_updates.numpy())
                 lag_sum += updates_before - float(np.mean(batch.policy_version.numpy()))
                 lag_n += 1
+                runtime.before_update()  # actors asking for parameters now get this update's result
                 logs = self.learner.step(batch)
                 runtime.after_update()
                 nonfinite_streak = nonfinite_streak + 1 if float(logs["nonfinite"]) else 0

@@ -29,7 +29,8 @@ from impala_tf import agent  # noqa: E402
 from impala_tf import learner as learner_lib  # noqa: E402
 from impala_tf.actor import snapshot_of  # noqa: E402
 from impala_tf.losses import LossConfig  # noqa: E402
-from impala_tf.runtime.ray import RayRuntime, use_loopback_only  # noqa: E402
+from impala_tf.runtime.local import ParamServer  # noqa: E402
+from impala_tf.runtime.ray import RayRuntime, _Slot, use_loopback_only  # noqa: E402
 from impala_tf.unroll import stack_time_major  # noqa: E402
 from suites import registry  # noqa: E402
 
@@ -108,6 +109,7 @@ class Run:
                 return False
             batch = stack_time_major(batch)
             self.versions.extend(batch.policy_version.tolist())
+            self.runtime.before_update()
             self.learner.step(batch)
             self.runtime.after_update()
         return True
@@ -243,6 +245,54 @@ def test_bad_runtime_settings_are_rejected():
         RayRuntime(spec, lambda: None, lambda e: None, threading.Event(), 4, 1, in_flight=0)
     with pytest.raises(ValueError, match="actor_cpus > 0"):
         RayRuntime(spec, lambda: None, lambda e: None, threading.Event(), 4, 1, actor_cpus=0)
+
+
+class FakeActorHandle:
+    """Stands for a Ray actor handle: records the parameters each `next_unrolls` request carries."""
+
+    def __init__(self):
+        self.sent: list[int] = []
+        self.next_unrolls = self
+
+    def remote(self, params, incarnation):
+        self.sent.append(params)
+        return object()
+
+
+def test_requests_carry_the_learners_newest_parameters_or_wait_in_the_driver_for_them():
+    learner = {"version": 0}
+    runtime = RayRuntime(
+        catch_spec(1), lambda: None, lambda e: None, threading.Event(), 4, 1, params_wait_secs=0.5
+    )
+    # As start() wires it, without Ray: the "references" are the versions themselves.
+    params = runtime._params = ParamServer(lambda: learner["version"], runtime._stop_event)
+    handle = FakeActorHandle()
+    runtime._slots = [_Slot(handle, ready=True)]
+    pending: dict = {}
+
+    def update():
+        params.before_update()
+        learner["version"] += 1
+        params.after_update()
+
+    update()  # nobody asked: not copied
+    runtime._request(0, pending)
+    assert handle.sent == [1]  # the learner is between updates: its newest parameters, at once
+    update()
+    params.before_update()  # an update in progress, and version 2 was never copied
+    learner["version"] += 1
+    runtime._request(0, pending)
+    runtime._send_deferred(pending)
+    assert handle.sent == [1] and len(runtime._deferred) == 1  # waits in the driver for this update
+    params.after_update()
+    runtime._send_deferred(pending)
+    assert handle.sent == [1, 3] and not runtime._deferred and len(pending) == 2
+    update()
+    params.before_update()  # an update that does not end: the request goes after params_wait with the newest
+    runtime._request(0, pending)
+    time.sleep(0.6)
+    runtime._send_deferred(pending)
+    assert handle.sent == [1, 3, 3] and not runtime._deferred
 
 
 def make_actor_whose_env_breaks_once(spec, actor_id, get_params, on_episode, incarnation=0):

@@ -27,6 +27,7 @@ from absl.testing import flagsaver
 
 from impala_tf import agent, checkpoints, trainer, writers
 from impala_tf import learner as learner_lib
+from impala_tf.actor import ParamSnapshot
 from impala_tf.envs.base import BatchedEnv, BatchedTimeStep
 from impala_tf.losses import LossConfig
 from impala_tf.networks import NetworkConfig, make_network
@@ -395,6 +396,101 @@ def test_learner_stops_waiting_when_every_actor_thread_has_exited():
     start = time.time()
     assert list(unroll_queue) == []
     assert unroll_queue.producers_gone and stop.is_set() and time.time() - start < 5
+
+
+class FakeLearner:
+    """Updates a version counter on its own thread, bracketed as the trainer brackets `Learner.step`;
+    `snapshot` is a ParamServer's snapshot function and records whether it ever read a half-done update."""
+
+    def __init__(self):
+        self.applied = 0  # the version the variables hold (it changes midway through an update)
+        self.finished = 0  # updates finished: the newest parameters an actor can be given
+        self.in_update = False
+        self.torn_reads = 0
+        self.server: local.ParamServer | None = None
+
+    def snapshot(self) -> ParamSnapshot:
+        self.torn_reads += self.in_update
+        return ParamSnapshot(self.applied, ())
+
+    def update(self, seconds: float) -> None:
+        self.server.before_update()
+        self.in_update = True
+        time.sleep(seconds / 2)
+        self.applied += 1  # the variables change midway through the update
+        time.sleep(seconds / 2)
+        self.in_update = False
+        self.finished += 1
+        self.server.after_update()
+
+
+def test_actor_gets_the_learners_newest_parameters_not_a_snapshot_from_its_previous_ask():
+    learner, stop = FakeLearner(), threading.Event()
+    learner.server = local.ParamServer(learner.snapshot, stop)
+    asks: list[tuple[int, int]] = []  # (the learner's newest finished update when asked, version got)
+
+    def learn():
+        rng = random.Random(0)
+        for _ in range(150):
+            learner.update(rng.uniform(0.0, 0.004))
+            time.sleep(rng.choice([0.0, 0.0, 0.003]))  # sometimes idle between updates (waiting for data)
+
+    def act(seed: int):
+        rng = random.Random(seed)
+        while not stop.is_set():
+            time.sleep(rng.uniform(0.0, 0.01))  # an unroll
+            newest = learner.finished
+            asks.append((newest, learner.server.get().version))
+
+    actors = [threading.Thread(target=act, args=(i,)) for i in range(3)]
+    for thread in actors:
+        thread.start()
+    learn()
+    stop.set()
+    for thread in actors:
+        thread.join(5)
+    assert len(asks) > 50
+    stale = [(newest, got) for newest, got in asks if got < newest]
+    assert not stale, stale[:5]
+    assert learner.torn_reads == 0  # never copied while an update was changing the variables
+
+
+def test_parameters_are_copied_only_when_asked_and_at_once_between_updates():
+    learner = FakeLearner()
+    server = learner.server = local.ParamServer(learner.snapshot, threading.Event())
+    for _ in range(5):
+        learner.update(0.0)
+    assert server.copies == 1  # nobody asked: no copies
+    start = time.monotonic()
+    assert server.get().version == 5  # the learner is between updates: the ask copies its variables at once
+    assert time.monotonic() - start < 0.5 and server.copies == 2
+    assert server.get().version == 5 and server.copies == 2  # unchanged: no new copy
+
+
+def test_parameter_request_returns_promptly_when_the_run_stops_or_the_learner_is_stuck():
+    learner, stop = FakeLearner(), threading.Event()
+    server = learner.server = local.ParamServer(learner.snapshot, stop, wait_secs=1.0)
+    learner.update(0.0)  # version 1, which nobody asked for
+    server.before_update()  # ... and an update that never ends
+    learner.in_update = True
+    start = time.monotonic()
+    assert server.get().version == 0  # waited wait_secs for the update, then the newest snapshot there is
+    assert 0.9 < time.monotonic() - start < 3.0
+
+    server = learner.server = local.ParamServer(learner.snapshot, stop, wait_secs=600.0)
+    learner.in_update = False
+    learner.update(0.0)
+    server.before_update()
+    got: list[ParamSnapshot] = []
+    asker = threading.Thread(target=lambda: got.append(server.get()))
+    asker.start()
+    time.sleep(0.3)
+    assert not got  # waits for the update in progress
+    start = time.monotonic()
+    stop.set()
+    asker.join(5)
+    assert not asker.is_alive() and time.monotonic() - start < 1.0
+    assert got[0].version == 1
 
 
 def test_injected_actor_faults_restart_actors_and_the_run_completes(tmp_path, monkeypatch):

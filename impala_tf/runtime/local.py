@@ -1,4 +1,4 @@
-"""Local transport: actor threads in this process, a bounded unroll queue, a shared parameter snapshot.
+"""Local transport: actor threads in this process, a bounded unroll queue, the learner's parameters on request.
 
 Threads suffice on one machine because the heavy work releases the GIL (ALE steps in C++ threads, TF ops run in
 its own thread pools); see bench/NOTES.md for the measurements behind that choice.
@@ -11,8 +11,10 @@ import os
 import queue
 import random
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from impala_tf import agent
 from impala_tf.actor import Actor, ParamSnapshot
@@ -24,6 +26,8 @@ log = logging.getLogger(__name__)
 _POLL_SECS = 0.1
 # Fault injection for tests and `make soak`: each actor raises InjectedFault after an unroll with this probability.
 FAULT_RATE_ENV = "IMPALA_TF_FAULT_RATE"
+# What ParamServer hands out: a ParamSnapshot here, a Ray object reference in the Ray runtime.
+P = TypeVar("P")
 
 
 class InjectedFault(RuntimeError):
@@ -73,24 +77,106 @@ class UnrollQueue:
         return self._queue.qsize()
 
 
-class ParamServer:
-    """The latest parameter snapshot. Actors ask for it between unrolls; the learner refreshes it lazily, only
-    when some actor has asked since the last refresh, so the host copy costs nothing while nobody needs it."""
+class ParamServer(Generic[P]):
+    """The learner's parameters for the actors: what `get()` returns is at least as new as the learner's latest
+    finished update at the time of the call.
 
-    def __init__(self, snapshot_fn: Callable[[], ParamSnapshot]):
+    The learner brackets each update with `before_update()` and `after_update()`. A snapshot (`snapshot_fn`, a
+    host copy of the network's variables) is only ever taken outside an update, so it is never torn:
+      - between updates, an ask whose snapshot is older than the latest update takes a new one at once (the
+        learner's next `before_update` waits for that copy);
+      - during an update, an ask whose snapshot is older than the previous update waits for the learner to
+        publish when this update ends (`after_update` copies only when some ask waits), so what it gets also
+        holds the update in progress. An ask whose snapshot is current returns at once.
+    Nothing is copied while nobody asks, and at most one copy is taken per learner version. A wait ends when
+    the run stops (`stop`) or after `wait_secs` (a learner stuck inside an update); `get()` then returns the
+    newest snapshot there is.
+
+    `ask()` and `at_least()` are the same rule without the wait, for a runtime that must not block (Ray's).
+    """
+
+    def __init__(
+        self, snapshot_fn: Callable[[], P], stop: threading.Event | None = None, wait_secs: float = 60.0
+    ):
         self._snapshot_fn = snapshot_fn
+        self._stop_event = stop if stop is not None else threading.Event()
+        self._wait_secs = wait_secs
+        self._cond = threading.Condition()
+        self._updates = 0  # updates the learner has finished
+        self._updating = False
+        self._wanted = False  # an ask waits for the snapshot after the update in progress
         self._snapshot = snapshot_fn()
-        self._wanted = threading.Event()
+        self._snapshot_at = 0  # self._updates when self._snapshot was taken
+        self.copies = 1  # snapshots taken so far
 
-    def get(self) -> ParamSnapshot:
-        self._wanted.set()
-        return self._snapshot
+    def before_update(self) -> None:
+        """Called by the learner before it changes its variables (waits for a copy in progress)."""
+        with self._cond:
+            self._updating = True
 
-    def maybe_publish(self) -> None:
-        """Called by the learner after an update."""
-        if self._wanted.is_set():
-            self._wanted.clear()
-            self._snapshot = self._snapshot_fn()
+    def after_update(self) -> None:
+        """Called by the learner after an update: publishes it if an ask is waiting for it."""
+        with self._cond:
+            self._updating = False
+            self._updates += 1
+            if self._wanted:
+                self._wanted = False
+                self._publish()
+                self._cond.notify_all()
+
+    def ask(self) -> tuple[int, P | None]:
+        """(the version an ask now needs, a snapshot at least that new or None: then `at_least` gives it once
+        the learner publishes after its update in progress)."""
+        with self._cond:
+            target = self._updates
+            if self._snapshot_at >= target:
+                return target, self._snapshot
+            if not self._updating:
+                self._publish()
+                return target, self._snapshot
+            self._wanted = True
+            return target, None
+
+    def at_least(self, target: int) -> P | None:
+        """The snapshot if it holds `target` updates or more, else None."""
+        with self._cond:
+            return self._snapshot if self._snapshot_at >= target else None
+
+    def current(self) -> P:
+        """The newest snapshot taken, however old."""
+        with self._cond:
+            return self._snapshot
+
+    def get(self) -> P:
+        """A snapshot at least as new as the learner's latest finished update (see the class docstring)."""
+        target, snapshot = self.ask()
+        if snapshot is not None:
+            return snapshot
+        deadline = time.monotonic() + self._wait_secs
+        with self._cond:
+            while self._snapshot_at < target and not self._stop_event.is_set():
+                if not self._updating:  # the update ended without publishing (nobody else can clear _wanted)
+                    self._publish()
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    log.warning(
+                        "no parameters newer than update %d after %.0f s: the learner is stuck inside an "
+                        "update; acting with the parameters of update %d",
+                        target,
+                        self._wait_secs,
+                        self._snapshot_at,
+                    )
+                    break
+                self._wanted = True
+                self._cond.wait(min(remaining, _POLL_SECS))
+            return self._snapshot
+
+    def _publish(self) -> None:
+        # Under self._cond, outside any update.
+        self._snapshot = self._snapshot_fn()
+        self._snapshot_at = self._updates
+        self.copies += 1
 
 
 class ActorFailures:
@@ -180,8 +266,8 @@ def _close_quietly(env, actor_id: int) -> None:
 
 
 class LocalRuntime:
-    """Actors as threads of this process. The seam every runtime implements: start, unrolls, after_update,
-    stats, fatal, stop."""
+    """Actors as threads of this process. The seam every runtime implements: start, unrolls, before_update and
+    after_update (around each learner update), stats, fatal, stop."""
 
     def __init__(
         self,
@@ -194,7 +280,7 @@ class LocalRuntime:
     ):
         self._stop_event = stop
         self._queue = UnrollQueue(queue_capacity, stop, producers_alive=self._any_actor_alive)
-        self._params = ParamServer(snapshot_fn)
+        self._params = ParamServer(snapshot_fn, stop)
         self._failures = ActorFailures(max_restarts)
 
         def make_actor(actor_id: int, incarnation: int) -> Actor:
@@ -214,8 +300,11 @@ class LocalRuntime:
     def unrolls(self) -> Iterator[Unroll]:
         return iter(self._queue)
 
+    def before_update(self) -> None:
+        self._params.before_update()
+
     def after_update(self) -> None:
-        self._params.maybe_publish()
+        self._params.after_update()
 
     @property
     def fatal(self) -> str | None:

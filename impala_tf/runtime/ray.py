@@ -1,9 +1,13 @@
 """Ray transport: actors are Ray actors (CPU processes on any node); the learner stays on the driver.
 
 Same Actor code as the local runtime (`agent.make_actor`); only the transport differs:
-  - parameters: the driver `ray.put`s one snapshot per learner version that some actor asked for and passes the
-    reference with each request, so each node fetches a version once from the object store (no per-actor
-    copies, nothing sent while the version is unchanged);
+  - parameters: each request carries a reference to parameters at least as new as the learner's latest
+    finished update when the request is made (`local.ParamServer`'s rule, without blocking: during an update
+    whose predecessor nobody asked for, the request waits in the driver until the learner publishes after that
+    update). The driver `ray.put`s one snapshot per learner version that some request needs, so each node
+    fetches a version once from the object store (no per-actor copies, nothing sent while it is unchanged).
+    With `in_flight` = 2 an actor starts a request's unroll when it finishes the previous one, so it acts
+    with parameters up to one unroll older than when it starts;
   - unrolls: the driver keeps at most `in_flight` requests per actor and turns each result into unrolls for the
     learner's bounded queue before it asks that actor again (back-pressure: the object store holds at most
     num_actors x in_flight results, plus what the queue holds);
@@ -32,12 +36,13 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from impala_tf import agent
 from impala_tf.actor import Actor, ParamSnapshot
 from impala_tf.envs.base import EpisodeStats
-from impala_tf.runtime.local import ActorFailures, UnrollQueue
+from impala_tf.runtime.local import ActorFailures, ParamServer, UnrollQueue
 from impala_tf.unroll import Unroll
 
 log = logging.getLogger(__name__)
 
 _POLL_SECS = 0.1
+_DEFERRED_POLL_SECS = 0.005  # while a request waits for the learner's next parameters
 _PROBE_SECS = 0.5  # between readiness probes of a restarting actor
 _RESERVE_SECS = 60.0  # how long --learner_gpus waits for the driver's node to free its GPUs
 
@@ -132,8 +137,19 @@ class _Slot:
     pid_before: int | None = None  # a killed process may answer once more before it dies
 
 
+@dataclasses.dataclass
+class _Deferred:
+    """A request that waits for parameters holding `version` learner updates."""
+
+    index: int
+    incarnation: int
+    version: int
+    deadline: float
+
+
 class RayRuntime:
-    """Actors as Ray actors. The seam every runtime implements: start, unrolls, after_update, stats, fatal, stop."""
+    """Actors as Ray actors. The seam every runtime implements: start, unrolls, before_update and after_update
+    (around each learner update), stats, fatal, stop."""
 
     def __init__(
         self,
@@ -149,6 +165,7 @@ class RayRuntime:
         in_flight: int = 2,
         restart_timeout_secs: float = 300.0,
         make_actor: MakeActor = agent.make_actor,
+        params_wait_secs: float = 60.0,
     ):
         """
         Args:
@@ -164,6 +181,8 @@ class RayRuntime:
           in_flight: requests outstanding per actor.
           restart_timeout_secs: how long a failed actor may take to answer again.
           make_actor: builds an Actor in the worker (`agent.make_actor`'s signature; for fault injection).
+          params_wait_secs: how long a request waits for the learner's next parameters before it goes with the
+            newest there are (a learner stuck inside an update).
         """
         if in_flight < 1:
             raise ValueError(f"in_flight must be >= 1, got {in_flight}")
@@ -186,9 +205,9 @@ class RayRuntime:
         self._started_ray = False
         self._slots: list[_Slot] = []
         self._reservation = None
-        self._params_ref = None
-        self._params_wanted = False
-        self._params_lock = threading.Lock()
+        self._params_wait = params_wait_secs
+        self._params: ParamServer | None = None  # of object references; made in start(), once Ray runs
+        self._deferred: list[_Deferred] = []
         self._pump_error: str | None = None
         self._steps = 0
         self._deaths = 0
@@ -219,7 +238,7 @@ class RayRuntime:
             _Slot(remote.remote(self._spec, i, num_threads, self._make_actor), down_since=now)
             for i in range(self._spec.num_actors)
         ]
-        self._publish()
+        self._params = ParamServer(lambda: ray.put(self._snapshot_fn()), self._stop_event, self._params_wait)
         self._thread.start()
 
     def _reserve_learner_gpus(self) -> None:
@@ -246,28 +265,54 @@ class RayRuntime:
                 f"work held them for {_RESERVE_SECS:.0f} s"
             )
 
-    def _publish(self) -> None:
-        ref = ray.put(self._snapshot_fn())
-        with self._params_lock:
-            self._params_ref = ref
+    def before_update(self) -> None:
+        if self._params is not None:
+            self._params.before_update()
 
     def after_update(self) -> None:
-        # One object-store copy per learner version, and only once some request has carried the previous one.
-        with self._params_lock:
-            wanted, self._params_wanted = self._params_wanted, False
-        if wanted:
-            self._publish()
+        if self._params is not None:
+            self._params.after_update()
 
     def _request(self, index: int, pending: dict) -> None:
+        """Asks actor `index` for its next unrolls, with the newest parameters (see the module docstring)."""
+        version, params = self._params.ask()
+        if params is None:
+            slot = self._slots[index]
+            deadline = time.monotonic() + self._params_wait
+            self._deferred.append(_Deferred(index, slot.incarnation, version, deadline))
+            return
+        self._send(index, params, pending)
+
+    def _send(self, index: int, params: Any, pending: dict) -> None:
         slot = self._slots[index]
-        with self._params_lock:
-            params = self._params_ref
-            self._params_wanted = True
         pending[slot.handle.next_unrolls.remote(params, slot.incarnation)] = (
             index,
             slot.incarnation,
             "unrolls",
         )
+
+    def _send_deferred(self, pending: dict) -> None:
+        """Sends the waiting requests whose parameters the learner has published (or whose wait is over)."""
+        now, waiting = time.monotonic(), []
+        for request in self._deferred:
+            slot = self._slots[request.index]
+            if not slot.ready or slot.incarnation != request.incarnation:
+                continue  # its actor failed meanwhile: the restart asks anew
+            params = self._params.at_least(request.version)
+            if params is None and now < request.deadline and not self._stop_event.is_set():
+                waiting.append(request)
+                continue
+            if params is None:
+                log.warning(
+                    "no parameters newer than update %d after %.0f s: the learner is stuck inside an update; "
+                    "actor %d acts with older ones",
+                    request.version,
+                    self._params_wait,
+                    request.index,
+                )
+                params = self._params.current()
+            self._send(request.index, params, pending)
+        self._deferred = waiting
 
     def _pump_until_stopped(self) -> None:
         pending: dict = {}
@@ -301,6 +346,9 @@ class RayRuntime:
         """Probes actors until they answer, keeps `in_flight` requests per ready actor, and moves results into
         the learner's queue; returns when the run stops."""
         while not self._stop_event.is_set():
+            if self._deferred:
+                self._send_deferred(pending)
+            poll = _DEFERRED_POLL_SECS if self._deferred else _POLL_SECS
             now = time.monotonic()
             for index, slot in enumerate(self._slots):
                 if slot.ready:
@@ -314,9 +362,9 @@ class RayRuntime:
                     pending[slot.handle.ready.remote()] = (index, slot.incarnation, "probe")
                     slot.probing = True
             if not pending:
-                time.sleep(_POLL_SECS)
+                time.sleep(poll)
                 continue
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=_POLL_SECS)
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=poll)
             for ref in done:
                 index, incarnation, kind = pending.pop(ref)
                 try:
