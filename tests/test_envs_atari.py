@@ -250,6 +250,80 @@ def test_game_ending_inside_a_first_step_is_closed_on_the_next_step():
     assert [len(f) for f in finished[k - 1 :]] == [0, 0, 1, 0]  # the game is reported once ale-py resets it
 
 
+class ScriptedGame:
+    """Stands for one game's AtariVectorEnv with one environment: `send` records the game actions, `recv` plays
+    `script`, one (reward, terminated, lives, episode_frame) per step; step k's screen is filled with k."""
+
+    def __init__(self, script: list[tuple[float, bool, int, int]]):
+        self.ale = self
+        self.sent: list[int] = []
+        self._script = list(script)
+        self._steps = 0
+        self._game_start, self._frame = 0, 5  # ale-py's running frame number: where the game began, and now
+
+    def reset(self, seed=None, options=None):
+        info = {"lives": np.array([3]), "episode_frame_number": np.array([5]), "frame_number": np.array([5])}
+        return np.zeros((1, 1, 84, 84), np.uint8), info
+
+    def send(self, actions, paddle_strength):
+        self.sent.append(int(actions[0]))
+
+    def recv(self):
+        reward, terminated, lives, episode_frame = self._script.pop(0)
+        self._steps += 1
+        if episode_frame < self._frame - self._game_start:  # a new game
+            self._game_start = self._frame + 1
+        self._frame = self._game_start + episode_frame
+        info = {
+            "lives": np.array([lives]),
+            "episode_frame_number": np.array([episode_frame]),
+            "frame_number": np.array([self._frame]),
+        }
+        obs = np.full((1, 1, 84, 84), self._steps, np.uint8)
+        return obs, np.array([reward]), np.array([terminated]), np.array([False]), info
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("ending", ["game_over", "life_loss"])
+def test_episode_ending_inside_the_noop_after_a_life_loss_credits_nothing_to_the_agents_action(ending):
+    """After a life-loss LAST the forced NOOP (emitted FIRST) ends the game or loses another life: the agent's
+    action at that FIRST never runs (NOOP or ale-py's reset instead), and the LAST that closes the episode gives
+    it reward 0 and discount 1 on the FIRST's own observation: a self-loop that credits it with nothing."""
+    if ending == "game_over":  # the NOOP ends the game (reward 7); ale-py's reset starts a new one (3 no-ops)
+        third, fourth = (7.0, True, 0, 21), (0.0, False, 3, 3)
+    else:  # the NOOP loses another life (reward 7); the next NOOP scores 5 in the same game
+        third, fourth = (7.0, True, 1, 21), (5.0, False, 1, 25)
+    game = ScriptedGame([(1.0, False, 3, 13), (0.0, True, 2, 17), third, fourth, (0.0, False, 3, 29)])
+    env = atari.AtariBatchedEnv(("pong",), [0], seed=0)
+    env._groups[0].vector_env.close()
+    env._groups[0].vector_env = game
+    env.reset()
+    right = np.array([3], np.int32)  # RIGHT: pong's full action set runs it as game action 3
+    steps = [env.step(right) for _ in range(5)]
+    assert [int(t.step_type[0]) for t in steps] == [MID, LAST, FIRST, LAST, FIRST]
+    assert game.sent == [
+        3,
+        3,
+        0,
+        0,
+        0,
+    ]  # after each LAST and at the FIRST that the NOOP ended: NOOP, not RIGHT
+    closing = steps[3]
+    assert closing.reward[0] == 0.0 and closing.discount[0] == 1.0
+    np.testing.assert_array_equal(closing.observation, steps[2].observation)  # x --RIGHT--> x
+    assert steps[1].discount[0] == 0.0  # the agent's own life loss stays a termination
+    assert steps[2].reward[0] == 0.0 and steps[2].discount[0] == 0.0
+    finished = env.pop_finished_episodes()
+    if ending == "game_over":
+        (game_over,) = finished
+        assert game_over.episode_return == 8.0  # the NOOP's reward still counts towards the score
+    else:
+        assert not finished and env.game_returns[0] == 13.0  # 1 + 7 + 5: both NOOPs' rewards count
+    env.close()
+
+
 def test_rewards_reach_the_interface_unclipped():
     env = atari.AtariBatchedEnv(("space_invaders",), [0, 0], seed=0)
     rng = np.random.default_rng(0)

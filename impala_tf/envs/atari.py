@@ -21,6 +21,17 @@ a truncation ale-py itself resets the game on the next step (its NEXT_STEP autor
 so the same "next step is FIRST" rule covers both cases. Rewards of those FIRST steps still count towards the
 game score; they are almost always 0.
 
+A learning episode that ends inside its FIRST step. When the NOOP step after a life-loss LAST itself ends the
+game (game over, or the frame cap) or loses another life, that FIRST step (observation x, where the agent then
+picks action a) cannot also be the LAST: dm-env needs a FIRST after a LAST. So the next step closes the episode:
+its env step executes NOOP in place of a (after a game over or truncation it is ale-py's reset, which ignores
+the action anyway), and it is emitted as LAST with reward 0, discount 1 and the FIRST's observation x. The
+transition x --a--> x is a self-loop that credits a with nothing: a never ran, and what ended the game or the
+life was the forced NOOP, not a. Its value target is gamma * V(x) and its policy-gradient advantage
+-(1 - gamma) * V(x), about 0: neither a termination (discount 0, which would pin V(x) to 0 and push a down by
+V(x)) nor the step's reward is attributed to a. Rewards of both steps still count towards the game score; the
+next step is the FIRST of the new game (or, after a life loss, of the next life, from another forced NOOP).
+
 Truncation at the frame cap is LAST with discount 1 (the learner bootstraps); termination is discount 0.
 
 Finished games are detected from ale-py's two frame counters: `frame_number` runs on across games while
@@ -239,8 +250,7 @@ class AtariBatchedEnv(BatchedEnv):
         self.game_frames = np.zeros(n, np.int64)  # frames of the game in progress, no-op starts included
         self._game_start = np.zeros(n, np.int64)  # ale-py's running frame number when the game began
         self._after_last = np.zeros(n, bool)  # the previous emitted step was LAST: this one is FIRST
-        self._pending_last = np.zeros(n, bool)  # the game ended during a FIRST step: emit that LAST now
-        self._pending_discount = np.zeros(n, np.float32)
+        self._pending_last = np.zeros(n, bool)  # the FIRST step ended the game or a life: emit a LAST now
         self._restarting = False  # any of the two above
         self._stack = np.zeros((n, *OBSERVATION_SHAPE), np.uint8)  # see _stacked_observation
         self._observation = np.zeros((n, *OBSERVATION_SHAPE), np.uint8)  # what the last step returned
@@ -349,13 +359,13 @@ class AtariBatchedEnv(BatchedEnv):
             step_type[first] = _FIRST
             discount[first] = 0.0
             reward[restarting] = 0.0
-            # The game ended inside the FIRST step: close that episode now, on the FIRST's observation.
+            # The episode ended inside its FIRST step: close it now with a self-loop on the FIRST's observation
+            # that credits the agent's unexecuted action with nothing (module docstring).
             step_type[pending] = _LAST
-            discount[pending] = self._pending_discount[pending]
+            discount[pending] = 1.0
             if pending.any():
                 observation = np.array(observation)
                 observation[pending] = self._observation[pending]
-            self._pending_discount = np.where(terminated, np.float32(0.0), np.float32(1.0))
             self._pending_last = first & ended
         self._after_last = step_type == _LAST
         self._restarting = bool(self._after_last.any() or self._pending_last.any())

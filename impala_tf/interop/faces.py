@@ -75,7 +75,8 @@ class ImpalaVectorEnv(gymnasium.vector.VectorEnv):
     observation of the next learning episode with reward 0 and terminated = truncated = False.
 
     Step results: rewards are raw (unclipped) float32; `terminated` is a LAST with discount 0, `truncated` a
-    LAST at the frame cap. `info` holds, per gymnasium's vector convention (a value array and a `_name` mask):
+    LAST with discount 1: at the frame cap, or (Atari impala protocol) closing a learning episode that the forced
+    NOOP after a life loss ended at once (impala_tf/envs/atari.py). `info` holds, per gymnasium's vector convention (a value array and a `_name` mask):
       task_id  int32 [N]            the environment's task id in the suite
       game     {"score": float64 [N], "frames": int64 [N]}, with mask `_game`: a game (all lives) ended on
                this step, with its raw score and length in frames (emulator frames on Atari, steps elsewhere)
