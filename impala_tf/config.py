@@ -148,7 +148,9 @@ flags.DEFINE_float("actor_cpus", 1.0, "CPUs per Ray actor.")
 flags.DEFINE_float("learner_gpus", 0.0, "GPUs reserved for the learner (driver) under Ray.")
 
 # Evaluation.
-flags.DEFINE_integer("eval_episodes", 3, "Whole games per task played by evaluation.")
+flags.DEFINE_integer(
+    "eval_episodes", 10, "Whole games per task played by `impala_tf.evaluate` after training (the paper: 200)."
+)
 
 POSITIVE_INTS = (
     "num_actors",

@@ -37,7 +37,7 @@ from impala_tf.trainer import UserError
 FLAGS = flags.FLAGS
 
 # --logdir is the training flag of impala_tf.config (one definition of each flag).
-flags.DEFINE_integer("episodes", None, "Games per task (default: the run's --eval_episodes, else 3).")
+flags.DEFINE_integer("episodes", None, "Games per task (default: the run's --eval_episodes, else 10).")
 flags.DEFINE_integer("eval_seed", 12345, "Seed of the evaluation environments and action sampling.")
 flags.DEFINE_string("agent", None, "Agent name in eval_summary.json (default: the run directory's name).")
 flags.DEFINE_string(
@@ -110,7 +110,7 @@ def play_games(spec: agent.RunSpec, policy_step, initial_state, episodes: int, s
 
 def evaluate_run(logdir: Path, episodes: int | None, seed: int, agent_name: str | None) -> dict:
     run_config, spec = load_run_spec(logdir)
-    episodes = episodes or run_config["flags"].get("eval_episodes", 3)
+    episodes = episodes or run_config["flags"].get("eval_episodes", 10)
     probe = agent.make_env(spec, [0], seed)
     network = agent.make_network(spec, probe)
     probe.close()
@@ -134,7 +134,7 @@ def evaluate_saved_model(
     policy = export.ExportedPolicy(model_dir, seed=seed)
     run_config = policy.metadata["run_config"]
     spec = run_spec_from_config(run_config, model_dir / "assets" / export.METADATA_ASSET)
-    episodes = episodes or run_config["flags"].get("eval_episodes", 3)
+    episodes = episodes or run_config["flags"].get("eval_episodes", 10)
     start = time.time()
     results = play_games(spec, policy.step, policy.initial_state, episodes, seed)
     summary = {
