@@ -84,6 +84,14 @@ def test_illegal_full_set_action_runs_as_noop():
     illegal.close()
 
 
+def redraw_noop_starts(env, obs: np.ndarray, info: dict) -> np.ndarray:
+    """The impala protocol's no-op starts on a raw AtariVectorEnv (noop_max=31): a game that drew 0 no-op frames
+    is reset again until it draws 1..30. Returns the observations after the redraws."""
+    while not info["episode_frame_number"].all():
+        obs, info = env.reset(options={"reset_mask": info["episode_frame_number"] == 0})
+    return obs
+
+
 def test_observations_match_ale_py_frame_stack_across_games_and_resets():
     """The channels-last stack built here equals ale-py's own [4, 84, 84] stack, env by env, through a
     truncation (new game) and with two games interleaved in the batch."""
@@ -105,7 +113,7 @@ def test_observations_match_ale_py_frame_stack_across_games_and_resets():
             reward_clipping=False,
             use_fire_reset=False,
         )
-        env.reset(seed=seeds[index])
+        redraw_noop_starts(env, *env.reset(seed=seeds[index]))
         raw[task] = (env, index)
     ours.reset()
     rng = np.random.default_rng(1)
@@ -115,7 +123,8 @@ def test_observations_match_ale_py_frame_stack_across_games_and_resets():
         timestep = ours.step(actions)
         saw_new_game |= bool(np.any(timestep.step_type == FIRST))
         for env, index in raw.values():
-            obs, reward, *_ = env.step(actions[index])
+            obs, reward, *_, info = env.step(actions[index])
+            obs = redraw_noop_starts(env, obs, info)
             np.testing.assert_array_equal(timestep.observation[index], obs.transpose(0, 2, 3, 1))
     assert saw_new_game
     ours.close()
@@ -199,8 +208,27 @@ def test_noop_starts_differ_between_games():
         starts += [int(f) for f in env.game_frames[timestep.step_type == FIRST]]
     assert len(starts) > 8  # several games per environment
     assert len(set(starts)) > 3
-    assert 0 <= min(starts) and max(starts) <= 30
+    assert 1 <= min(starts) and max(starts) <= 30
     env.close()
+
+
+def test_every_game_starts_with_1_to_30_noop_frames_uniformly():
+    """The reference scores' no-op starts: 1..30 NOOP frames before the first agent step. ale-py draws 0..30 (its
+    noop_max=31); the games that drew 0 are reset again at once."""
+    starts, redraws = [], 0
+    for seed in range(4):
+        env = atari.AtariBatchedEnv(("pong",), [0] * 16, seed=seed, protocol="impala", max_episode_frames=40)
+        env.reset()
+        starts += env.game_frames.tolist()
+        for _ in range(60):  # a truncation every 10 steps, and the next step begins a new game
+            timestep = env.step(np.zeros(16, np.int32))
+            starts += env.game_frames[timestep.step_type == FIRST].tolist()
+        redraws += env.noop_redraws
+        env.close()
+    assert len(starts) == 4 * 16 * 6
+    assert sorted(set(starts)) == list(range(1, 31))  # never 0; every count of 1..30 occurs
+    assert max(np.bincount(starts)) < 4 * len(starts) / 30  # no count far above its share
+    assert 0 < redraws < len(starts) / 10  # about 1 game in 31 drew 0
 
 
 def test_frame_cap_truncates_with_discount_one_and_restarts():

@@ -5,9 +5,9 @@ greyscale, a 4-frame stack, no-op starts and the frame cap. Python only maps act
 keeps per-game bookkeeping with a handful of numpy operations per batched step.
 
 Protocols (`PROTOCOLS`):
-  impala   the paper's: no sticky actions; up to 30 no-op frames at the start of every game (ale-py
-           draws 0..30, it cannot draw 1..30); a lost life ends the LEARNING episode (LAST, discount 0)
-           while the game goes on; 108,000-frame cap.
+  impala   the paper's: no sticky actions; 1 to 30 no-op frames (uniform) at the start of every game, as
+           the reference scores assume (see "No-op starts"); a lost life ends the LEARNING episode (LAST,
+           discount 0) while the game goes on; 108,000-frame cap.
   machado  Machado et al. 2018: sticky actions (0.25), full action set, no life-loss signal, no no-op starts,
            108,000-frame cap.
 Neither presses FIRE at reset: the paper did not, and an agent that must learn to press FIRE after a life loss
@@ -33,6 +33,17 @@ V(x)) nor the step's reward is attributed to a. Rewards of both steps still coun
 next step is the FIRST of the new game (or, after a life loss, of the next life, from another forced NOOP).
 
 Truncation at the frame cap is LAST with discount 1 (the learner bootstraps); termination is discount 0.
+
+No-op starts. The reference random and human scores (dqn_zoo) start every game with 1 to 30 NOOP emulator
+frames, uniformly, before action repeat. ale-py's vector env plays its no-op start itself, on every reset (its
+own and its NEXT_STEP autoreset): `noop_max` = M draws 0..M-1 single NOOP frames, uniformly, from each
+environment's own seeded generator; their rewards are dropped, they count in `episode_frame_number` (so in
+`game_frames` and a finished game's frames) and not towards the frame cap. It cannot draw from 1..30, so the
+impala protocol passes M = 31 (0..30) and resets again, at once, every environment whose game drew 0 (the only
+moment `episode_frame_number` is 0), until it draws 1..30: a uniform draw from 1..30 (`noop_redraws` counts
+the redraws, 1 in 31 games). This happens inside `reset()` or the step that began the game, before anything is
+emitted. One exception: after a game ended inside the forced NOOP that follows a life loss (above), the new
+game's first agent step comes after one more forced NOOP step, 4 frames later.
 
 Finished games are detected from ale-py's two frame counters: `frame_number` runs on across games while
 `episode_frame_number` restarts, so their difference (the frame at which the game began) changes exactly when
@@ -69,15 +80,24 @@ _FIRST, _MID, _LAST = (int(t) for t in (dm_env.StepType.FIRST, dm_env.StepType.M
 class AtariProtocol:
     name: str
     sticky_action_prob: float
-    noop_max: int  # ale-py draws 0..noop_max-1 no-op frames at the start of a game
+    max_noop_frames: int  # every game starts with 1..max_noop_frames NOOP frames, uniformly (0: none)
     life_loss_ends_episode: bool
     max_episode_frames: int = 108_000
     fire_reset: bool = False
 
+    @property
+    def ale_noop_max(self) -> int:
+        """ale-py's `noop_max`: it draws 0..noop_max-1 frames; AtariBatchedEnv redraws the 0s (module docstring)."""
+        return self.max_noop_frames + 1 if self.max_noop_frames else 0
+
 
 _PROTOCOLS = {
-    "impala": AtariProtocol("impala", sticky_action_prob=0.0, noop_max=31, life_loss_ends_episode=True),
-    "machado": AtariProtocol("machado", sticky_action_prob=0.25, noop_max=0, life_loss_ends_episode=False),
+    "impala": AtariProtocol(
+        "impala", sticky_action_prob=0.0, max_noop_frames=30, life_loss_ends_episode=True
+    ),
+    "machado": AtariProtocol(
+        "machado", sticky_action_prob=0.25, max_noop_frames=0, life_loss_ends_episode=False
+    ),
 }
 
 
@@ -162,7 +182,8 @@ class AtariBatchedEnv(BatchedEnv):
       max_episode_frames: frame cap of a game (default: the protocol's 108,000).
 
     Per environment, for the game in progress: `lives`, `game_returns` (raw score so far) and `game_frames`
-    (emulator frames so far, no-op starts included).
+    (emulator frames so far, no-op starts included). `noop_redraws`: games whose no-op start drew 0 frames and
+    were reset again (see the module docstring).
     """
 
     def __init__(
@@ -212,7 +233,7 @@ class AtariBatchedEnv(BatchedEnv):
                 max_num_frames_per_episode=cap,
                 repeat_action_probability=self.protocol.sticky_action_prob,
                 full_action_space=action_set == "full",
-                noop_max=self.protocol.noop_max,
+                noop_max=self.protocol.ale_noop_max,
                 episodic_life=False,
                 life_loss_info=self.protocol.life_loss_ends_episode,
                 reward_clipping=False,
@@ -256,6 +277,8 @@ class AtariBatchedEnv(BatchedEnv):
         self._observation = np.zeros((n, *OBSERVATION_SHAPE), np.uint8)  # what the last step returned
         self._finished: deque[EpisodeStats] = deque(maxlen=100_000)
         self._in_flight = False
+        self._redraw_noops = self.protocol.max_noop_frames > 0
+        self.noop_redraws = 0
 
     def observation_spec(self) -> specs.BoundedArray:
         return specs.BoundedArray(OBSERVATION_SHAPE, np.uint8, 0, 255, name="observation")
@@ -272,15 +295,21 @@ class AtariBatchedEnv(BatchedEnv):
             self.step_wait()
         n = self.num_envs
         frames = np.empty((n, *OBSERVATION_SHAPE[:2]), np.uint8)
-        self.lives, self.game_frames, self._game_start = (np.empty(n, np.int64) for _ in range(3))
+        lives, episode_frame, frame = (np.empty(n, np.int64) for _ in range(3))
         for group in self._groups:
             seeds = self._seeds[group.env_index] if not self._seeded else None
             obs, info = group.vector_env.reset(seed=seeds)
             w = group.where
             frames[w] = obs[:, 0]
-            self.lives[w], self.game_frames[w] = info["lives"], info["episode_frame_number"]
-            self._game_start[w] = info["frame_number"] - info["episode_frame_number"]
+            lives[w], episode_frame[w], frame[w] = (
+                info["lives"],
+                info["episode_frame_number"],
+                info["frame_number"],
+            )
         self._seeded = True
+        if self._redraw_noops and not episode_frame.all():
+            self._redraw_noop_starts(frames, lives, episode_frame, frame)
+        self.lives, self.game_frames, self._game_start = lives, episode_frame, frame - episode_frame
         self.game_returns[:] = 0
         self._after_last[:] = False
         self._pending_last[:] = False
@@ -332,6 +361,9 @@ class AtariBatchedEnv(BatchedEnv):
                     info["frame_number"],
                 )
         self._in_flight = False
+        if self._redraw_noops and not episode_frame.all():
+            frames, lives, episode_frame, frame = (np.array(a) for a in (frames, lives, episode_frame, frame))
+            self._redraw_noop_starts(frames, lives, episode_frame, frame)
         reward = reward.astype(np.float32)
 
         # Game bookkeeping, in raw score.
@@ -371,6 +403,26 @@ class AtariBatchedEnv(BatchedEnv):
         self._restarting = bool(self._after_last.any() or self._pending_last.any())
         self._observation = observation
         return BatchedTimeStep(step_type, reward, discount, observation)
+
+    def _redraw_noop_starts(
+        self, frames: np.ndarray, lives: np.ndarray, episode_frame: np.ndarray, frame: np.ndarray
+    ) -> None:
+        """Resets again every environment whose game began with 0 no-op frames (`episode_frame` 0), until each
+        drew 1..max_noop_frames; updates the four arrays of those environments in place."""
+        redraw = episode_frame == 0
+        while redraw.any():
+            self.noop_redraws += int(redraw.sum())
+            for group in self._groups:
+                mask = redraw[group.env_index]
+                if not mask.any():
+                    continue
+                obs, info = group.vector_env.reset(options={"reset_mask": mask})
+                index = group.env_index[mask]
+                frames[index] = obs[mask, 0]
+                lives[index] = info["lives"][mask]
+                episode_frame[index] = info["episode_frame_number"][mask]
+                frame[index] = info["frame_number"][mask]
+            redraw = episode_frame == 0
 
     def _stacked_observation(self, frames: np.ndarray, new_game: np.ndarray) -> np.ndarray:
         """Pushes frames uint8 [N, 84, 84] onto the frame stacks; returns uint8 [N, 84, 84, 4], oldest first.
@@ -441,7 +493,7 @@ def measure_env_fps(
                     num_threads=max(1, round(num_threads * n / num_envs)),
                     repeat_action_probability=settings.sticky_action_prob,
                     full_action_space=True,
-                    noop_max=settings.noop_max,
+                    noop_max=settings.ale_noop_max,
                     life_loss_info=settings.life_loss_ends_episode,
                     reward_clipping=False,
                     use_fire_reset=False,
