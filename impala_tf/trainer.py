@@ -331,6 +331,13 @@ class Trainer:
             print(f"initialised the network from {self.init_path}", flush=True)
         proportions = ", ".join(f"{g} {p:.0%}" for g, p in self.spec.task_proportions().items())
         print(f"suite {self.suite.name}: {self.spec.num_tasks} tasks ({proportions})", flush=True)
+        num_envs = self.spec.num_actors * self.spec.envs_per_actor
+        if num_envs % self.spec.num_tasks:
+            print(
+                f"note: {num_envs} environments do not divide evenly over {self.spec.num_tasks} tasks, so tasks "
+                "train on unequal shares; make --num_actors x --envs_per_actor a multiple of the number of tasks",
+                flush=True,
+            )
         print(f"logdir {self.logdir}", flush=True)
 
         stop = self.stop
