@@ -14,7 +14,8 @@ Inputs
             frames per game; `protocol` = impala | machado).
   --runs    run directories (eval_summary.json + eval_scores.csv, optional episodes.csv for learning curves
             and config.json), or folders holding run directories. A run's score on a game is the mean of its
-            eval games; its frames per game are trained_frames divided by the number of games it trained on.
+            eval games (eval_scores.csv rows of that task); its frames per game are trained_frames divided by
+            the number of games it trained on.
   --reference  published rows to include: impala_paper, machado_repro, none.
 
 Normalisation: HNS = 100·(score − random)/(human − random) with the suite's per-game (random, human)
@@ -23,8 +24,11 @@ reference. A suite without one (minatar, catch) is reported in raw scores, unles
 the suite's reference.
 
 Outputs (into --out, default leaderboards/<suite>): README.md (aggregates), per_game.md, aggregates.csv,
-per_game.csv and report.html (plots embedded as PNG). They are written into a temporary directory beside the
-target and renamed into place once complete; an existing target must be a leaderboard this binary wrote.
+per_game.csv and report.html (plots embedded as PNG). Every table shows how many evaluation games each score
+rests on: "eval games/task" (eval_scores.csv rows per task of a run; "10", or "3–10" = fewest–most over games
+and seeds when they differ; "—" where the input does not say: score files and published rows; the CSVs and
+JSON give the fewest). They are written into a temporary directory beside the target and renamed into place
+once complete; an existing target must be a leaderboard this binary wrote.
 
 Statistics follow rliable (Agarwal et al. 2021): median and mean of per-game means over seeds, IQM over all
 seed×game entries, 95 % stratified-bootstrap percentile intervals where an agent has two or more seeds.
@@ -247,6 +251,7 @@ class AgentData:
     frames: list[float] = field(default_factory=list)  # frames per game, one entry per source row / run
     scores: dict[str, dict[int, float]] = field(default_factory=dict)  # game -> seed -> raw score
     where: dict[tuple[str, int], str] = field(default_factory=dict)
+    eval_games: dict[tuple[str, int], int] = field(default_factory=dict)  # (game, seed) -> games averaged
     curves: list[tuple[int, dict[str, tuple[np.ndarray, np.ndarray]]]] = field(default_factory=list)
     is_reference: bool = False
     source: str = ""
@@ -361,6 +366,7 @@ class _Collector:
             self.add(
                 name, game, seed, float(np.mean(game_scores)), _where(scores_path, first_row[game]), "task"
             )
+            self.agent(name).eval_games[(game, seed)] = len(game_scores)
         episodes_path = run_dir / "episodes.csv"
         if episodes_path.exists():
             self.agent(name).curves.append((seed, self._read_episodes(episodes_path, smoothing)))
@@ -498,10 +504,21 @@ class AgentResult:
     games_above_human: int | None
     curves: list[tuple[int, dict[str, tuple[np.ndarray, np.ndarray]]]]
     warnings: list[str] = field(default_factory=list)
+    # game -> (fewest, most) evaluation games over seeds; None where the input does not say (score files,
+    # reference rows) for any of the agent's scores.
+    eval_games: dict[str, tuple[int, int]] | None = None
 
     @property
     def has_intervals(self) -> bool:
         return len(self.seeds) >= 2
+
+    @property
+    def eval_games_range(self) -> tuple[int, int] | None:
+        """(fewest, most) evaluation games per task over every game and seed; None when unknown."""
+        if not self.eval_games:
+            return None
+        lows, highs = zip(*self.eval_games.values(), strict=True)
+        return min(lows), max(highs)
 
     def game_means(self, normalised: bool) -> dict[str, float]:
         matrix = self.normalised if normalised else self.raw
@@ -540,6 +557,10 @@ def _agent_result(data: AgentData, suite: SuiteInfo, num_resamples: int, seed: i
             }
         above = int(scoring.games_above(normalised))
     frames = float(np.median(data.frames)) if data.frames else None
+    eval_games: dict[str, tuple[int, int]] | None = None
+    counts = {game: [data.eval_games.get((game, s)) for s in data.scores[game]] for game in games}
+    if games and all(n is not None for values in counts.values() for n in values):
+        eval_games = {game: (min(values), max(values)) for game, values in counts.items()}
     return AgentResult(
         name=data.name,
         label=data.label or data.name,
@@ -554,6 +575,7 @@ def _agent_result(data: AgentData, suite: SuiteInfo, num_resamples: int, seed: i
         estimates=estimates,
         games_above_human=above,
         curves=data.curves,
+        eval_games=eval_games,
     )
 
 
@@ -657,6 +679,14 @@ def _estimate_cell(estimate: scoring.IntervalEstimate | None) -> str:
     return f"{_pct(estimate.point)} [{_pct(estimate.low)}, {_pct(estimate.high)}]"
 
 
+def format_eval_games(counts: tuple[int, int] | None) -> str:
+    """Evaluation games per task: "10", "3–10" (fewest–most) when they differ, "—" when unknown."""
+    if counts is None:
+        return "—"
+    low, high = counts
+    return str(low) if low == high else f"{low}–{high}"
+
+
 def _raw(value: float) -> str:
     return "—" if not math.isfinite(value) else f"{value:.1f}"
 
@@ -683,6 +713,7 @@ def aggregate_table(board: Leaderboard) -> Table:
     header = ["rank", "agent"]
     header += [f"{AGGREGATE_LABELS[name]} {unit}" for name in scoring.AGGREGATES]
     header += ["games > human" if unit == "HNS %" else "games ≥ 100 %", "games", "frames/game", "seeds"]
+    header += ["eval games/task"]
     header += ["protocol", "source", "warning"]
     rows = []
     for rank, a in enumerate(board.agents, start=1):
@@ -693,6 +724,7 @@ def aggregate_table(board: Leaderboard) -> Table:
             f"{len(a.games)}/{len(board.suite.games)}",
             format_frames(a.frames),
             str(len(a.seeds)),
+            format_eval_games(a.eval_games_range),
             a.protocol,
             "reference" if a.is_reference else "input",
             "⚠ " + "; ".join(a.warnings) if a.warnings else "",
@@ -735,6 +767,7 @@ def aggregates_csv(board: Leaderboard) -> str:
         "protocol",
         "frames_per_game",
         "seeds",
+        "eval_games_per_task",
         "games",
         "suite_games",
     ]
@@ -746,6 +779,7 @@ def aggregates_csv(board: Leaderboard) -> str:
         row += [
             "" if a.frames is None else f"{a.frames:.0f}",
             len(a.seeds),
+            "" if a.eval_games_range is None else a.eval_games_range[0],
             len(a.games),
             len(board.suite.games),
         ]
@@ -764,13 +798,15 @@ def aggregates_csv(board: Leaderboard) -> str:
 def per_game_csv(board: Leaderboard) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["agent", "game", "seeds", "score", "hns"])
+    writer.writerow(["agent", "game", "seeds", "score", "hns", "eval_games"])
     normalised = board.suite.normalisers is not None
     for a in board.agents:
         raw, hns = a.game_means(False), a.game_means(True) if normalised else {}
         runs = np.sum(np.isfinite(a.raw), axis=0)
         for j, game in enumerate(a.games):
-            writer.writerow([a.name, game, int(runs[j]), _float_csv(raw[game]), _float_csv(hns.get(game))])
+            count = "" if a.eval_games is None else a.eval_games[game][0]
+            row = [a.name, game, int(runs[j]), _float_csv(raw[game]), _float_csv(hns.get(game)), count]
+            writer.writerow(row)
     return buffer.getvalue()
 
 
@@ -808,6 +844,19 @@ def _notes(board: Leaderboard) -> list[str]:
     return notes + board.notes
 
 
+EVAL_GAMES_EXPLANATION = (
+    "eval games/task: evaluation games each per-game score is the mean of (eval_scores.csv rows per task of "
+    "a run; fewest–most over games and seeds when they differ); — where the input does not say (score files, "
+    "published rows)."
+)
+
+
+def eval_games_note(board: Leaderboard) -> str:
+    """One line: each agent's evaluation games per task, for tables that show per-game scores."""
+    cells = [f"{a.name} {format_eval_games(a.eval_games_range)}" for a in board.agents]
+    return "Evaluation games per task (per seed; — where the input does not say): " + ", ".join(cells) + "."
+
+
 def readme_markdown(board: Leaderboard) -> str:
     normalised = board.suite.normalisers is not None
     lines = [GENERATED_MARKER, f"# Leaderboard: {board.suite.name}", ""]
@@ -823,6 +872,7 @@ def readme_markdown(board: Leaderboard) -> str:
         lines.append(
             "No per-game normaliser for this suite: raw scores only (pass --normaliser=FILE to normalise)."
         )
+    lines.append(EVAL_GAMES_EXPLANATION)
     lines.append("")
     lines += [f"- {note}" for note in _notes(board)]
     if _notes(board):
@@ -844,7 +894,7 @@ def per_game_markdown(board: Leaderboard) -> str:
     what = "raw score (mean over seeds) and normalised score in %" if board.suite.normalisers else "raw score"
     return (
         f"{GENERATED_MARKER}\n# Per-game scores: {board.suite.name}\n\nEach agent: {what}.\n\n"
-        + per_game_table(board).markdown()
+        f"{eval_games_note(board)}\n\n" + per_game_table(board).markdown()
     )
 
 
@@ -862,6 +912,7 @@ def leaderboard_json(board: Leaderboard) -> dict[str, Any]:
         entry["games"] = len(a.games)
         entry["games_above_human"] = a.games_above_human
         entry["seeds"] = len(a.seeds)
+        entry["eval_games_per_task"] = None if a.eval_games_range is None else a.eval_games_range[0]
         entry["protocol"] = a.protocol
         entry["frames_per_game"] = a.frames
         entry["reference"] = a.is_reference
@@ -1023,6 +1074,7 @@ def report_html(board: Leaderboard) -> str:
         f"<h1>Leaderboard: {html.escape(board.suite.name)}</h1>",
         f"<p>Normalisation: {html.escape(board.suite.normaliser_source)}.</p>",
     ]
+    parts.append(f"<p>{html.escape(EVAL_GAMES_EXPLANATION)}</p>")
     parts += [f"<p>{html.escape(note)}</p>" for note in _notes(board)]
     parts.append(aggregate_table(board).html())
     for title, png in sections:
@@ -1030,6 +1082,7 @@ def report_html(board: Leaderboard) -> str:
             parts.append(f"<h2>{html.escape(title)}</h2>")
             parts.append(f'<img alt="{html.escape(title)}" src="data:image/png;base64,{png}">')
     parts.append("<h2>Per-game table</h2>")
+    parts.append(f"<p>{html.escape(eval_games_note(board))}</p>")
     parts.append(per_game_table(board).html())
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

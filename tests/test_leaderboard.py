@@ -189,7 +189,58 @@ def test_run_directories_score_the_mean_of_eval_games_and_plot_learning_curves(t
     assert entry["mean_hns"] == pytest.approx((75.0 + 50.0) / 2.0)
     assert entry["seeds"] == 2 and entry["games"] == 2
     assert entry["frames_per_game"] == pytest.approx(1_000_000)  # 2M trained frames over 2 games
+    assert entry["eval_games_per_task"] == 1  # seed 2 played one game of each
     assert "Learning curves" in (out_dir / "report.html").read_text()
+
+
+def test_eval_games_column_shows_the_games_per_task_of_each_runs_eval_scores_and_dash_for_reference_rows(
+    tmp_path, capsys
+):
+    runs = tmp_path / "runs"
+    make_run(runs / "steady", "steady", 1, {"pong": [0.0] * 10, "breakout": [1.0] * 10})
+    # One seed played 3 games of pong, another 10: the table shows the fewest and the most.
+    make_run(runs / "uneven1", "uneven", 1, {"pong": [0.0] * 3, "breakout": [1.0] * 10})
+    make_run(runs / "uneven2", "uneven", 2, {"pong": [0.0] * 10, "breakout": [1.0] * 10})
+    scores = write_csv(tmp_path / "file_agent.csv", ["game", "score"], [["pong", 0.0]])
+    out_dir = tmp_path / "board"
+    code, _, err = run_cli(
+        capsys,
+        f"--runs={runs}",
+        f"--scores={scores}",
+        "--reference=impala_paper",
+        f"--out={out_dir}",
+        "--bootstrap_resamples=50",
+    )
+    assert code == 0, err
+    lines = (out_dir / "README.md").read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| rank"))
+    cells = [cell.strip() for cell in header.strip("|").split("|")]
+    assert cells[cells.index("seeds") + 1 : cells.index("seeds") + 3] == ["eval games/task", "protocol"]
+    column = cells.index("eval games/task")
+
+    def shown(agent: str) -> str:
+        row = next(line for line in lines if f"| {agent} |" in line)
+        return [cell.strip() for cell in row.strip("|").split("|")][column]
+
+    assert shown("steady") == "10" and shown("uneven") == "3–10"
+    assert shown("file_agent") == "—"  # a score file does not say how many games its scores average
+    for name in ("impala_deep_experts", "impala_shallow_experts", "impala_deep_multitask"):
+        assert shown(name) == "—"  # nor does the paper's Table C.1
+    with open(out_dir / "aggregates.csv") as f:
+        by_agent = {r["agent"]: r for r in csv.DictReader(f)}
+    assert by_agent["steady"]["eval_games_per_task"] == "10"
+    assert by_agent["uneven"]["eval_games_per_task"] == "3"  # the fewest
+    assert by_agent["file_agent"]["eval_games_per_task"] == ""
+    assert by_agent["impala_deep_experts"]["eval_games_per_task"] == ""
+    with open(out_dir / "per_game.csv") as f:
+        per_game = {(r["agent"], r["game"]): r["eval_games"] for r in csv.DictReader(f)}
+    assert per_game[("uneven", "pong")] == "3" and per_game[("uneven", "breakout")] == "10"
+    assert per_game[("impala_deep_experts", "pong")] == ""
+    note = "Evaluation games per task (per seed; — where the input does not say): "
+    per_game_md = (out_dir / "per_game.md").read_text()
+    assert note in per_game_md and "uneven 3–10" in per_game_md and "impala_deep_experts —" in per_game_md
+    report = (out_dir / "report.html").read_text()
+    assert "<th>eval games/task</th>" in report and "uneven 3–10" in report
 
 
 def test_minatar_runs_are_raw_without_reference_rows_unless_a_normaliser_is_given(tmp_path, capsys):
