@@ -416,6 +416,8 @@ class Trainer:
                         returns.means(),
                         shown,
                         {"rss": f"{rss_mb:.0f}MB", **runtime.stats()},
+                        reference=self.suite.reference,
+                        num_tasks=self.spec.num_tasks,
                     )
                     if writers.is_terminal():
                         line = writers.progress_bar(frames, self.total_frames) + " " + line

@@ -10,14 +10,20 @@ import csv
 import io
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
 from collections import defaultdict, deque
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from impala_tf import scoring
+
 EPISODE_COLUMNS = ("task", "frames", "episode_return", "episode_frames", "wall_time")
+# The progress line lists each task's recent return up to this many tasks, and summarises more.
+MAX_LISTED_RETURNS = 8
 
 
 def _umask() -> int:
@@ -131,8 +137,19 @@ def progress_line(
     returns: dict[str, float],
     losses: dict[str, float],
     extra: dict[str, Any] | None = None,
+    *,
+    reference: Mapping[str, tuple[float, float]] | None = None,
+    num_tasks: int | None = None,
 ) -> str:
-    eta = (total_frames - frames) / fps if fps > 0 else float("inf")
+    """One line of training progress. `returns`: recent mean raw return per task that has finished a game.
+
+    Up to MAX_LISTED_RETURNS tasks, each return is listed. With more, a summary over the tasks: the median
+    human-normalised score (HNS, `reference[task]` = (random, human)) and the best and worst task by it, when
+    `reference` covers every task listed in `returns`; otherwise the median raw return and the tasks with the
+    highest and lowest raw return. `num_tasks` (the suite's) says how many tasks have no finished game yet.
+    The ETA counts down to 0 and stays there once `frames` passes `total_frames`.
+    """
+    eta = max(total_frames - frames, 0) / fps if fps > 0 else float("inf")
     parts = [
         f"frames {frames:,}/{total_frames:,} ({100 * frames / max(total_frames, 1):.1f}%)",
         f"{fps:,.0f} f/s",
@@ -142,15 +159,32 @@ def progress_line(
     ]
     if losses:
         parts.append(" ".join(f"{k} {v:.3g}" for k, v in losses.items()))
-    if returns:
-        shown = sorted(returns.items())
-        text = " ".join(f"{k}={v:.1f}" for k, v in shown[:8])
-        if len(shown) > 8:
-            text += f" (+{len(shown) - 8} more)"
-        parts.append("return " + text)
+    if len(returns) > MAX_LISTED_RETURNS:
+        parts.append(_returns_summary(returns, reference, num_tasks))
+    elif returns:
+        parts.append("return " + " ".join(f"{k}={v:.1f}" for k, v in sorted(returns.items())))
     for k, v in (extra or {}).items():
         parts.append(f"{k} {v}")
     return " | ".join(parts)
+
+
+def _returns_summary(
+    returns: dict[str, float], reference: Mapping[str, tuple[float, float]] | None, num_tasks: int | None
+) -> str:
+    """E.g. `return median HNS 12.3% over 50/57 tasks, best pong 105.2%, worst skiing -3.1%`."""
+    over = f"{len(returns)}/{max(num_tasks or 0, len(returns))} tasks"
+    if reference is not None and all(task in reference for task in returns):
+        scores = {t: float(scoring.human_normalised_score(r, *reference[t])) for t, r in returns.items()}
+        best, worst = max(scores, key=scores.get), min(scores, key=scores.get)
+        return (
+            f"return median HNS {statistics.median(scores.values()):.1f}% over {over}, "
+            f"best {best} {scores[best]:.1f}%, worst {worst} {scores[worst]:.1f}%"
+        )
+    best, worst = max(returns, key=returns.get), min(returns, key=returns.get)
+    return (
+        f"return median {statistics.median(returns.values()):.1f} over {over}, "
+        f"best {best}={returns[best]:.1f}, worst {worst}={returns[worst]:.1f}"
+    )
 
 
 def _duration(seconds: float) -> str:

@@ -69,3 +69,26 @@ def test_progress_line_names_frames_rate_lag_and_returns():
         "eta 0h00m12s",
     ):
         assert part in line
+
+
+def test_progress_line_summarises_many_tasks_by_median_human_normalised_score():
+    games = [f"game{i}" for i in range(57)]
+    reference = {g: (0.0, 100.0) for g in games}
+    returns = {g: float(i) for i, g in enumerate(games[:50])}  # 7 tasks have not finished a game yet
+    line = writers.progress_line(1000, 4000, 250.0, 7, 1.5, returns, {}, reference=reference, num_tasks=57)
+    assert "return median HNS 24.5% over 50/57 tasks, best game49 49.0%, worst game0 0.0%" in line
+    assert "game25" not in line  # not one return per task
+    assert line.count("=") == 0
+
+
+def test_progress_line_summarises_many_tasks_by_raw_return_without_references():
+    returns = {f"game{i}": float(10 * i) for i in range(9)}
+    line = writers.progress_line(1000, 4000, 250.0, 7, 1.5, returns, {})
+    assert "return median 40.0 over 9/9 tasks, best game8=80.0, worst game0=0.0" in line
+    few = writers.progress_line(1000, 4000, 250.0, 7, 1.5, dict(list(returns.items())[:8]), {})
+    assert "return game0=0.0 game1=10.0" in few and "game7=70.0" in few  # up to 8 tasks: each listed
+
+
+def test_progress_line_eta_stays_at_zero_past_the_frame_budget():
+    line = writers.progress_line(4_100_000, 4_000_000, 250.0, 7, 1.5, {}, {})
+    assert "eta 0h00m00s" in line and "-" not in line.split("eta ")[1].split(" |")[0]
