@@ -32,7 +32,8 @@ def clip_rewards(rewards: tf.Tensor, mode: str) -> tf.Tensor:
 
     Modes:
       "abs_one": clip to [-1, 1] (the Atari setting).
-      "soft_asymmetric": 0.3 · min(tanh r, 0) + 5 · max(tanh r, 0) (the DMLab setting, paper appendix).
+      "soft_asymmetric": 5 · tanh(r / 5), scaled by 0.3 for negative r (the DMLab setting, as scalable_agent's
+        experiment.py: squeezed = tanh(r / 5); where(r < 0, 0.3 · squeezed, squeezed) · 5): in (-1.5, 5).
       "none": unchanged.
     """
     if mode not in REWARD_CLIPPING_MODES:
@@ -41,8 +42,8 @@ def clip_rewards(rewards: tf.Tensor, mode: str) -> tf.Tensor:
     if mode == "abs_one":
         return tf.clip_by_value(rewards, -1.0, 1.0)
     if mode == "soft_asymmetric":
-        squashed = tf.tanh(rewards)
-        return 0.3 * tf.minimum(squashed, 0.0) + 5.0 * tf.maximum(squashed, 0.0)
+        squeezed = tf.tanh(rewards / 5.0)
+        return tf.where(rewards < 0, 0.3 * squeezed, squeezed) * 5.0
     return rewards
 
 

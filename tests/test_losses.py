@@ -65,13 +65,17 @@ def test_abs_one_clips_rewards_to_unit_interval():
     np.testing.assert_allclose(clip_rewards(rewards, "abs_one"), [-1.0, -1.0, -0.3, 0.0, 0.7, 1.0, 1.0])
 
 
-def test_soft_asymmetric_squashes_and_weights_positive_rewards_more():
-    rewards = np.array([-10.0, -0.5, 0.0, 0.5, 10.0], np.float32)
-    squashed = np.tanh(rewards.astype(np.float64))
-    expected = np.where(squashed < 0, 0.3 * squashed, 5.0 * squashed)
+def test_soft_asymmetric_clipping_matches_scalable_agent():
+    # scalable_agent experiment.py: squeezed = tanh(r / 5); where(r < 0, 0.3 * squeezed, squeezed) * 5.
+    rewards = np.array([-100.0, -10.0, -1.0, -0.1, 0.0, 0.1, 1.0, 5.0, 10.0, 100.0], np.float32)
+    r = rewards.astype(np.float64)
+    expected = np.where(r < 0, 0.3 * np.tanh(r / 5.0), np.tanh(r / 5.0)) * 5.0
     clipped = clip_rewards(rewards, "soft_asymmetric").numpy()
-    np.testing.assert_allclose(clipped, expected, rtol=1e-6)
-    np.testing.assert_allclose(clipped[[0, -1]], [-0.3, 5.0], rtol=1e-6)
+    np.testing.assert_allclose(clipped, expected, rtol=1e-6, atol=1e-7)
+    # By hand: -1.5 tanh(0.2), 5 tanh(0.2), 5 tanh(1); bounded by -1.5 below and 5 above.
+    np.testing.assert_allclose(clipped[[2, 6, 7]], [-0.296063, 0.986877, 3.807971], rtol=1e-5)
+    np.testing.assert_allclose(clipped[[0, -1]], [-1.5, 5.0], rtol=1e-6)
+    np.testing.assert_allclose(clipped[[3, 5]], [-0.3 * clipped[5], clipped[5]], rtol=1e-6)
 
 
 def test_no_clipping_leaves_rewards_unchanged():
