@@ -122,7 +122,7 @@ def bench_minatar(num_envs: int, secs: float) -> float:
 
 
 def bench_inference(name: str, num_envs: int, xla: bool, secs: float, windows: int | None = None) -> float:
-    policy = ActingPolicy(_network(name), "abs_one", seed=0, xla=xla)
+    policy = ActingPolicy(_network(name), seed=0, xla=xla)
     rng = np.random.default_rng(0)
     timestep = BatchedTimeStep(
         step_type=np.ones(num_envs, np.uint8),

@@ -14,7 +14,6 @@ import numpy as np
 import tensorflow as tf
 
 from impala_tf.envs.base import BatchedEnv, BatchedTimeStep, EpisodeStats, StepType
-from impala_tf.losses import clip_rewards
 from impala_tf.unroll import Unroll
 
 
@@ -31,19 +30,15 @@ class ActingPolicy:
     `step` takes and returns numpy: observations stay uint8 until the network's first layer.
     """
 
-    def __init__(self, network: tf.Module, reward_clipping: str, seed: int, xla: bool = True):
+    def __init__(self, network: tf.Module, seed: int, xla: bool = True):
         self.network = network
         self.version = -1
-        self._reward_clipping = reward_clipping
         self._seed = np.array([seed % 2**31, 0], np.int32)  # XLA's stateless sampling takes int32 seeds
         self._calls = 0
         self._step = tf.function(self._step_impl, jit_compile=xla)
 
     def _step_impl(self, observation, prev_action, reward, step_type, task_id, state, seed):
-        prev_reward = clip_rewards(reward, self._reward_clipping)
-        output, new_state = self.network.step(
-            observation, prev_action, prev_reward, step_type, task_id, state
-        )
+        output, new_state = self.network.step(observation, prev_action, reward, step_type, task_id, state)
         action = tf.random.stateless_categorical(output.policy_logits, 1, seed=seed, dtype=tf.int32)[:, 0]
         return action, output.policy_logits, new_state
 

@@ -126,7 +126,7 @@ def make_actor(
 ) -> Actor:
     seed = spec.env_seed(actor_id, incarnation)
     env = make_env(spec, spec.task_ids(actor_id), seed)
-    policy = ActingPolicy(make_network(spec, env), spec.reward_clipping, seed=seed, xla=spec.xla)
+    policy = ActingPolicy(make_network(spec, env), seed=seed, xla=spec.xla)
     return Actor(
         env,
         policy,

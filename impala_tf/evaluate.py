@@ -115,7 +115,7 @@ def evaluate_run(logdir: Path, episodes: int | None, seed: int, agent_name: str 
     network = agent.make_network(spec, probe)
     probe.close()
     path, trained_frames = checkpoints.restore_network(logdir / "checkpoints", network)
-    policy = ActingPolicy(network, spec.reward_clipping, seed=seed, xla=spec.xla)
+    policy = ActingPolicy(network, seed=seed, xla=spec.xla)
     start = time.time()
     results = play_games(spec, policy.step, policy.initial_state, episodes, seed)
     summary = {

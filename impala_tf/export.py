@@ -12,8 +12,8 @@ Signatures (also under `policy.signatures[...]`, called with keyword arguments):
 
   step(observation: uint8 [B, *obs_shape],
        prev_action:  int32 [B]     action taken at the previous step (0 at FIRST),
-       prev_reward:  float32 [B]   RAW reward received on arriving at this observation (0 at FIRST); clipped
-                                   inside exactly as in training (--reward_clipping),
+       prev_reward:  float32 [B]   RAW reward received on arriving at this observation (0 at FIRST); the
+                                   network clips it to [-1, 1] inside, as in training,
        step_type:    int32 [B]     dm_env.StepType (FIRST=0, MID=1, LAST=2); the LSTM state resets at FIRST,
        task_id:      int32 [B]     index of the game in `metadata()["games"]`: it selects the task's legal
                                    actions (illegal logits are -1e9) and, under PopArt, the task's value head,
@@ -52,7 +52,6 @@ from absl import app, flags, logging
 
 from impala_tf import agent, checkpoints, config, popart  # noqa: F401 - config defines --logdir
 from impala_tf.envs.base import BatchedTimeStep
-from impala_tf.losses import clip_rewards
 
 FLAGS = flags.FLAGS
 
@@ -67,12 +66,11 @@ class ExportError(Exception):
 
 
 class PolicyModule(tf.Module):
-    """What the SavedModel holds: the network, the run's reward clipping, PopArt statistics and metadata."""
+    """What the SavedModel holds: the network, PopArt statistics and metadata."""
 
     def __init__(
         self,
         network: tf.Module,
-        reward_clipping: str,
         metadata: dict[str, Any],
         metadata_path: str,
         popart_mu: np.ndarray | None = None,
@@ -81,7 +79,6 @@ class PolicyModule(tf.Module):
         super().__init__(name="impala_policy")
         self.network = network
         self.metadata_file = tf.saved_model.Asset(metadata_path)
-        self._reward_clipping = reward_clipping
         num_tasks = len(metadata["games"])
         self._mu = tf.constant(np.zeros(num_tasks) if popart_mu is None else popart_mu, tf.float32)
         self._sigma = tf.constant(np.ones(num_tasks) if popart_sigma is None else popart_sigma, tf.float32)
@@ -120,9 +117,8 @@ class PolicyModule(tf.Module):
 
     def _step(self, observation, prev_action, prev_reward, step_type, task_id, state, seed):
         """The `step` signature; shapes in the module docstring."""
-        clipped_reward = clip_rewards(prev_reward, self._reward_clipping)
         output, new_state = self.network.step(
-            observation, prev_action, clipped_reward, tf.cast(step_type, tf.uint8), task_id, state
+            observation, prev_action, prev_reward, tf.cast(step_type, tf.uint8), task_id, state
         )
         logits, baseline = output.policy_logits, output.baseline
         # The same op and seed layout as ActingPolicy, so that equal seeds draw equal actions.
@@ -190,7 +186,7 @@ def build_policy_module(logdir: str | Path, metadata_path: str) -> tuple[PolicyM
         "run_config": run_config,
     }
     Path(metadata_path).write_text(json.dumps(metadata, indent=2, sort_keys=True, default=str) + "\n")
-    module = PolicyModule(network, spec.reward_clipping, metadata, metadata_path, mu, sigma)
+    module = PolicyModule(network, metadata, metadata_path, mu, sigma)
     return module, metadata
 
 

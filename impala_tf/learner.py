@@ -38,7 +38,7 @@ import dataclasses
 import tensorflow as tf
 
 from impala_tf import popart
-from impala_tf.losses import LossConfig, clip_rewards, impala_loss
+from impala_tf.losses import LossConfig, impala_loss
 from impala_tf.networks import ImpalaNetwork
 from impala_tf.unroll import Unroll
 
@@ -307,11 +307,10 @@ class Learner(tf.Module):
         return self._strategy.experimental_distribute_values_from_function(on_replica)
 
     def _loss(self, batch: Unroll, mask: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
-        prev_reward = clip_rewards(batch.reward, self.loss_config.reward_clipping)
         outputs, _ = self.network.unroll(
             batch.observation,
             batch.prev_action,
-            prev_reward,
+            batch.reward,
             batch.step_type,
             batch.task_id,
             batch.agent_state,

@@ -7,7 +7,8 @@ Two torsos, an optional LSTM core and two heads:
                   the shallow torso's 8x8/4 first convolution leaves a 3x3 map)
   deep torso      3 sections (16, 32, 32 channels), each: conv 3x3/1 -> max-pool 3x3/2 -> 2 residual blocks
                   (ReLU, conv 3x3, ReLU, conv 3x3, + skip); then ReLU -> FC 256 -> ReLU
-  LSTM core       input = torso output ++ one-hot(previous action) ++ clipped previous reward; the state is
+  LSTM core       input = torso output ++ one-hot(previous action) ++ previous reward clipped to [-1, 1]
+                  (whatever the loss's reward clipping, as scalable_agent does); the state is
                   reset to zeros wherever step_type == FIRST, also in the middle of an unroll
   heads           policy logits [A] (illegal actions of the task masked to -1e9) and a baseline with
                   `num_value_heads` outputs (one per task under PopArt; the unroll's own task is gathered)
@@ -187,7 +188,7 @@ class ImpalaNetwork(keras.layers.Layer):
         Args:
           observation: uint8 [B, *obs_shape].
           prev_action: int32 [B], the action taken at the previous step (0 at FIRST).
-          prev_reward: float32 [B], the reward received on arriving here, already clipped.
+          prev_reward: float32 [B], the raw reward received on arriving here (clipped to [-1, 1] inside).
           step_type: uint8 [B]; the state is reset where it is FIRST.
           task_id: int32 [B].
           state: float32 [2, B, H].
@@ -220,7 +221,7 @@ class ImpalaNetwork(keras.layers.Layer):
         Args:
           observation: uint8 [T+1, B, *obs_shape].
           prev_action: int32 [T+1, B].
-          prev_reward: float32 [T+1, B], already clipped.
+          prev_reward: float32 [T+1, B], raw (clipped to [-1, 1] inside).
           step_type: uint8 [T+1, B]; the state is reset at every FIRST.
           task_id: int32 [B].
           state: float32 [2, B, H], the state before step 0.
@@ -268,7 +269,7 @@ class ImpalaNetwork(keras.layers.Layer):
             [
                 torso_output,
                 tf.one_hot(prev_action, self.config.num_actions, dtype=tf.float32),
-                tf.cast(prev_reward, tf.float32)[..., None],
+                tf.clip_by_value(tf.cast(prev_reward, tf.float32), -1.0, 1.0)[..., None],
             ],
             axis=-1,
         )

@@ -100,7 +100,7 @@ def reference_rollout(run: Path, num_envs: int, num_steps: int, seed: int) -> tu
     env = agent.make_env(spec, [i % spec.num_tasks for i in range(num_envs)], seed)
     network = agent.make_network(spec, env)
     checkpoints.restore_network(run / "checkpoints", network)
-    policy = ActingPolicy(network, spec.reward_clipping, seed=seed, xla=False)
+    policy = ActingPolicy(network, seed=seed, xla=False)
     task_id = env.task_ids.astype(np.int32)
     mu = sigma = None
     if spec.popart:

@@ -228,3 +228,21 @@ def test_minatar_torso_is_the_minatar_papers_network():
     # conv 3x3x7x16 (valid: 10x10 -> 8x8), FC 8*8*16 -> 128, policy 128 -> 6, value 128 -> 1.
     expected = (3 * 3 * 7 * 16 + 16) + (8 * 8 * 16 * 128 + 128) + (128 * 6 + 6) + (128 + 1)
     assert count_parameters(network) == expected
+
+
+def test_previous_reward_input_is_clipped_to_plus_minus_one_whatever_the_loss_clipping():
+    # scalable_agent clips the reward the LSTM sees to [-1, 1]; --reward_clipping only changes the loss.
+    network = make_network(
+        NetworkConfig(torso="minatar", use_lstm=True, lstm_size=8, num_actions=3), MINATAR_SHAPE
+    )
+    obs = np.full((2, *MINATAR_SHAPE), 255, np.uint8)
+    zeros = np.zeros(2, np.int32)
+    step_type = np.ones(2, np.uint8)
+    state = network.initial_state(2)
+
+    def logits(reward):
+        out, _ = network.step(obs, zeros, np.array(reward, np.float32), step_type, zeros, state)
+        return out.policy_logits.numpy()
+
+    np.testing.assert_array_equal(logits([5.0, -40.0]), logits([1.0, -1.0]))
+    assert not np.array_equal(logits([0.5, -0.5]), logits([1.0, -1.0]))
