@@ -149,7 +149,9 @@ flags.DEFINE_float("learner_gpus", 0.0, "GPUs reserved for the learner (driver) 
 
 # Evaluation.
 flags.DEFINE_integer(
-    "eval_episodes", 10, "Whole games per task played by `impala_tf.evaluate` after training (the paper: 200)."
+    "eval_episodes",
+    10,
+    "Whole games per task played by `impala_tf.evaluate` after training (the paper: 200).",
 )
 
 POSITIVE_INTS = (

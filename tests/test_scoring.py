@@ -231,7 +231,13 @@ def test_unknown_reference_set_is_a_one_line_error_naming_the_choices():
 
 def test_minatar_published_baselines_cover_the_five_games_at_the_read_off_values():
     ac = reference.minatar_published("ac_lambda_0.8")
-    assert ac == {"breakout": 17.5, "asterix": 19.5, "freeway": 47.5, "seaquest": 15.5, "space_invaders": 185.0}
+    assert ac == {
+        "breakout": 17.5,
+        "asterix": 19.5,
+        "freeway": 47.5,
+        "seaquest": 15.5,
+        "space_invaders": 185.0,
+    }
     assert set(reference.minatar_published("dqn")) == set(ac)
     with pytest.raises(ValueError, match="ac_lambda_0.8, dqn"):
         reference.minatar_published("ppo")
