@@ -21,7 +21,11 @@ which the paper's released code used: the mean square starts at 1 and ε sits IN
     mom <- momentum · mom + lr · g / sqrt(ms + ε)
     w   <- w − mom
 
-so ε = 0.01 caps a step at 10 · lr · |g| (Keras' RMSprop adds ε outside the root and starts ms at 0).
+so ε = 0.01 caps a step at 10 · lr · |g| (Keras' RMSprop adds ε outside the root and starts ms at 0). With the
+summed loss the per-weight gradients are ~0.01, so ε = 0.01 makes the step ≈ 10 · lr · g — SGD — and the policy
+barely moves in 10M frames; the training flags therefore default to ε = 1e-5 and ms from 0, which give steps of
+about lr per weight from the first update (leaderboards/atari_tuning6/diagnosis.md). `--preset=paper` and this
+class's defaults keep TF1's values.
 
 Several devices (the paper's 8-learner setup, `mirrored_strategy`): every variable is mirrored on N devices,
 each replica runs steps 1-2 on its B/N unrolls, and the replicas all-reduce their gradients with a SUM. The
@@ -55,7 +59,7 @@ class OptimizerConfig:
     decay: float = 0.99
     momentum: float = 0.0
     epsilon: float = 0.01  # inside the square root, as in TF1
-    initial_mean_square: float = 1.0  # TF1 starts the mean square at 1, not 0
+    initial_mean_square: float = 1.0  # TF1 starts the mean square at 1 (the flags' default is 0, see config)
     max_grad_norm: float = 40.0  # global norm over all gradients
 
     def __post_init__(self):
