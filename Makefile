@@ -7,9 +7,11 @@ STAMP := $(VENV)/.installed
 # `make setup EXTRAS=gpu,ray,test` on a CUDA machine installs tensorflow[and-cuda] instead of tensorflow-cpu.
 EXTRAS ?= cpu,ray,test
 export TF_CPP_MIN_LOG_LEVEL ?= 2
-# The main job: a multi-task agent on the Atari-5 suite, then evaluation and the leaderboard (~20 min on 2 cores).
-RUN_DIR ?= runs/atari5_shallow
-RUN_FLAGS ?= --total_frames=8000000 --num_actors=2 --envs_per_actor=32
+# The main job: a Breakout expert (the paper's protocol, minimal action set, shallow network, 10M frames), its
+# evaluation, the leaderboard beside the paper's rows and a one-line verdict (~20 min on 2 cores).
+RUN_DIR ?= runs/breakout_shallow
+RUN_SUITE ?= atari_tuning6
+RUN_FLAGS ?= --games=breakout --action_set=minimal --total_frames=10000000
 
 .PHONY: setup test run bench bench-ray bench-quick lint format regression leaderboards reproduce soak test-tf-agents clean
 
@@ -28,9 +30,10 @@ regression: setup
 	$(PY) -m pytest -q -m slow --timeout=3600
 
 run: setup
-	$(PY) -m suites.atari5 --logdir=$(RUN_DIR) $(RUN_FLAGS)
+	$(PY) -m suites.$(RUN_SUITE) --logdir=$(RUN_DIR) $(RUN_FLAGS)
 	$(PY) -m impala_tf.evaluate --logdir=$(RUN_DIR)
-	$(PY) -m impala_tf.leaderboard --suite=atari5 --runs=$(RUN_DIR) --out=$(RUN_DIR)/leaderboard
+	$(PY) -m impala_tf.leaderboard --suite=$(RUN_SUITE) --runs=$(RUN_DIR) --out=$(RUN_DIR)/leaderboard
+	$(PY) -m impala_tf.verdict --logdir=$(RUN_DIR)
 	@echo "run directory:  $(RUN_DIR)  (episodes.csv, eval_scores.csv, checkpoints/, tensorboard/)"
 	@echo "leaderboard:    $(RUN_DIR)/leaderboard/README.md  and  report.html"
 
