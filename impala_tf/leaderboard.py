@@ -28,7 +28,9 @@ per_game.csv and report.html (plots embedded as PNG). Every table shows how many
 rests on: "eval games/task" (eval_scores.csv rows per task of a run; "10", or "3–10" = fewest–most over games
 and seeds when they differ; "—" where the input does not say: score files and published rows; the CSVs and
 JSON give the fewest). They are written into a temporary directory beside the target and renamed into place
-once complete; an existing target must be a leaderboard this binary wrote.
+once complete; an existing target must be a leaderboard this binary wrote. Where the board's own impala-protocol
+agents play breakout or pong, README.md lists published small-budget points (RLlib IMPALA, A2C, PPO at 10M-40M
+frames; `reference.atari_published_small_budget`) for orientation, and report.html marks them on the curves.
 
 Statistics follow rliable (Agarwal et al. 2021): median and mean of per-game means over seeds, IQM over all
 seed×game entries, 95 % stratified-bootstrap percentile intervals where an agent has two or more seeds.
@@ -857,6 +859,58 @@ def eval_games_note(board: Leaderboard) -> str:
     return "Evaluation games per task (per seed; — where the input does not say): " + ", ".join(cells) + "."
 
 
+# Published single-game points (`reference.atari_published_small_budget`): agent -> (label, marker, source).
+PUBLISHED_AGENTS = {
+    "rllib_impala": ("RLlib IMPALA", "*", "ray-project/rl-experiments atari-impala/ (32 workers × 5 envs)"),
+    "a2c": ("A2C", "s", "Schulman et al. 2017 (arXiv 1707.06347), Table 6"),
+    "ppo": ("PPO", "^", "Schulman et al. 2017 (arXiv 1707.06347), Table 6"),
+}
+PUBLISHED_EXPLANATION = (
+    "Training-episode returns of other implementations at 10M–40M frames, with no sticky actions (the impala "
+    "protocol's setting), drawn on the learning curves in report.html where there are curves: for "
+    "orientation only, not comparable rows — other code, worker counts and preprocessing, and training "
+    "returns where this table ranks evaluation scores. Data: "
+    "impala_tf/data/atari_published_small_budget.csv (sources in impala_tf/data/README.md)."
+)
+
+
+def _published_label(agent: str) -> str:
+    return PUBLISHED_AGENTS.get(agent, (agent, "o", ""))[0]
+
+
+def published_points(board: Leaderboard) -> list[reference.PublishedPoint]:
+    """The published small-budget points of the games the board's own impala-protocol agents played, in suite
+    order. Atari suites only (MinAtar reuses the game names); they are no-sticky-action numbers, so not beside
+    machado-protocol (or unspecified) agents; reference rows alone bring none."""
+    if board.suite.backend != "atari":
+        return []
+    games = set()
+    for a in board.agents:
+        if not a.is_reference and a.protocol == "impala":
+            games.update(a.games)
+            games.update(game for _, curves in a.curves for game in curves)
+    order = {game: i for i, game in enumerate(board.suite.games)}
+    points = [p for p in reference.atari_published_small_budget() if p.game in games]
+    return sorted(points, key=lambda p: order[p.game])
+
+
+def published_table(points: Sequence[reference.PublishedPoint]) -> Table:
+    rows = []
+    for p in points:
+        source = PUBLISHED_AGENTS.get(p.agent, ("", "", ""))[2]
+        rows.append(
+            [
+                p.game,
+                _published_label(p.agent),
+                format_frames(p.frames),
+                f"{p.score:g}",
+                p.protocol,
+                f"{source}: {p.how}" if source else p.how,
+            ]
+        )
+    return Table(["game", "agent", "frames", "score", "protocol", "provenance"], rows)
+
+
 def readme_markdown(board: Leaderboard) -> str:
     normalised = board.suite.normalisers is not None
     lines = [GENERATED_MARKER, f"# Leaderboard: {board.suite.name}", ""]
@@ -883,6 +937,10 @@ def readme_markdown(board: Leaderboard) -> str:
         lines.append("Reference rows:")
         lines += [f"- `{a.name}`: {a.label} — {a.source}; protocol {a.protocol}" for a in references]
         lines.append("")
+    points = published_points(board)
+    if points:
+        lines += ["## Published points for orientation", "", PUBLISHED_EXPLANATION, ""]
+        lines.append(published_table(points).markdown())
     lines.append(
         "Per-game scores: [per_game.md](per_game.md); CSV: [aggregates.csv](aggregates.csv), "
         "[per_game.csv](per_game.csv); plots: [report.html](report.html)."
@@ -1030,14 +1088,19 @@ def plot_learning_curves(board: Leaderboard) -> str | None:
     rows = math.ceil(len(games) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows), squeeze=False)
     colours = _colours(len(agents))
+    points = published_points(board)
+    published_handles: dict[str, Any] = {}
     for axis, game in zip(axes.flat, games, strict=False):
+        game_top = 0.0
         for a, colour in zip(agents, colours, strict=True):
             runs = [curves[game] for _, curves in a.curves if game in curves]
             if not runs:
                 continue
             top = max(float(x[-1]) for x, _ in runs)
+            game_top = max(game_top, top)
             grid = np.linspace(0.0, top, 200)
             axis.plot(grid, scoring.mean_curve_on_grid(runs, grid), color=colour, label=a.name)
+        _draw_published(axis, [p for p in points if p.game == game], game_top, published_handles)
         if board.suite.normalisers is not None:
             normaliser = board.suite.normalisers[game]
             axis.axhline(normaliser.low, color="grey", linestyle=":", linewidth=0.8)
@@ -1046,11 +1109,65 @@ def plot_learning_curves(board: Leaderboard) -> str | None:
         axis.tick_params(labelsize=7)
     for axis in list(axes.flat)[len(games) :]:
         axis.set_visible(False)
-    axes.flat[0].legend(fontsize=6)
+    if published_handles:
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        handles += list(published_handles.values())
+        labels += list(published_handles)
+        axes.flat[0].legend(handles, labels, fontsize=6)
+    else:
+        axes.flat[0].legend(fontsize=6)
     figure.supxlabel("frames")
     figure.supylabel("episode return (smoothed; dotted: low, dashed: high)")
     figure.tight_layout()
     return _png(figure)
+
+
+def _draw_published(
+    axis: Any, points: Sequence[reference.PublishedPoint], top: float, handles: dict[str, Any]
+) -> None:
+    """Published points on one game's curves: a labelled marker where the curves reach their frame count
+    (within the budget tolerance), a note listing the ones beyond (drawing them would squeeze the curves)."""
+    from matplotlib.lines import Line2D
+
+    near = [p for p in points if p.frames <= top * (1.0 + _FRAMES_TOLERANCE)]
+    beyond: dict[str, list[str]] = {}
+    for p in points:
+        if p not in near:
+            beyond.setdefault(_published_label(p.agent), []).append(
+                f"{p.score:g} @ {format_frames(p.frames)}"
+            )
+    for agent in dict.fromkeys(p.agent for p in near):
+        label = _published_label(agent)
+        marker = PUBLISHED_AGENTS.get(agent, (agent, "o", ""))[1]
+        mine = [p for p in near if p.agent == agent]
+        style = {"color": "black", "marker": marker, "markersize": 7, "linestyle": "none"}
+        axis.plot([p.frames for p in mine], [p.score for p in mine], **style)
+        for p in mine:
+            axis.annotate(
+                f"{label} {p.score:g}",
+                (p.frames, p.score),
+                textcoords="offset points",
+                xytext=(-6, 0),
+                ha="right",
+                va="center",
+                fontsize=6,
+            )
+        handles.setdefault(f"{label} (published)", Line2D([], [], **style))
+    if beyond:
+        lines = [f"{label}: {', '.join(cells)}" for label, cells in beyond.items()]
+        axis.text(
+            0.98,
+            0.03,
+            "published, beyond the axis:\n" + "\n".join(lines),
+            transform=axis.transAxes,
+            va="bottom",
+            ha="right",
+            fontsize=6,
+            color="dimgray",
+        )
+
+
+LEARNING_CURVES = "Learning curves (episodes.csv)"
 
 
 def report_html(board: Leaderboard) -> str:
@@ -1061,7 +1178,7 @@ def report_html(board: Leaderboard) -> str:
         ("Aggregates with 95 % intervals", plot_aggregates(board) if board.suite.normalisers else None),
         ("Performance profiles", plot_profiles(board) if board.suite.normalisers else None),
         ("Per-game scores", plot_per_game(board)),
-        ("Learning curves (episodes.csv)", plot_learning_curves(board)),
+        (LEARNING_CURVES, plot_learning_curves(board)),
     ]
     parts = [
         "<!DOCTYPE html>",
@@ -1081,6 +1198,9 @@ def report_html(board: Leaderboard) -> str:
         if png is not None:
             parts.append(f"<h2>{html.escape(title)}</h2>")
             parts.append(f'<img alt="{html.escape(title)}" src="data:image/png;base64,{png}">')
+            if title == LEARNING_CURVES and published_points(board):
+                parts.append(f"<p>Published points: {html.escape(PUBLISHED_EXPLANATION)}</p>")
+                parts.append(published_table(published_points(board)).html())
     parts.append("<h2>Per-game table</h2>")
     parts.append(f"<p>{html.escape(eval_games_note(board))}</p>")
     parts.append(per_game_table(board).html())

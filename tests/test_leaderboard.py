@@ -258,6 +258,57 @@ def test_minatar_runs_are_raw_without_reference_rows_unless_a_normaliser_is_give
     assert code == 0 and json.loads(out)["agents"]["mini"]["median_hns"] == pytest.approx(25.0)
 
 
+def test_a_breakout_run_gets_the_published_small_budget_points_and_other_boards_none(tmp_path, capsys):
+    def readme(name: str, *args: str) -> str:
+        out_dir = tmp_path / f"board_{name}"
+        code, _, err = run_cli(capsys, *args, f"--out={out_dir}", "--bootstrap_resamples=50")
+        assert code == 0, err
+        return (out_dir / "README.md").read_text()
+
+    breakout = make_run(tmp_path / "breakout", "mine", 1, {"breakout": [10.0], "qbert": [200.0]})
+    text = readme("breakout", f"--runs={breakout}", "--reference=impala_paper")
+    assert "## Published points for orientation" in text
+    assert "| breakout | RLlib IMPALA | 10M | 72 | no sticky actions;" in text
+    assert "| breakout | PPO | 40M | 274.8 |" in text
+    assert "| pong |" not in text.split("## Published points")[1]  # pong was not played
+    assert "training-episode returns" in text.lower() and "not comparable rows" in text
+    report = (tmp_path / "board_breakout" / "report.html").read_text()
+    assert "Published points" in report and "<td>RLlib IMPALA</td>" in report
+
+    qbert = make_run(tmp_path / "qbert", "mine", 1, {"qbert": [200.0]})
+    # Not on a board without breakout or pong, nor beside sticky-action (machado) runs, nor on MinAtar's
+    # breakout, nor on a board of reference rows only (they cover breakout and pong).
+    machado = make_run(tmp_path / "machado", "sticky", 1, {"breakout": [10.0]}, protocol="machado")
+    minatar = make_run(tmp_path / "minatar", "mini", 1, {"breakout": [10.0]}, protocol="minatar")
+    for name, args in (
+        ("qbert", [f"--runs={qbert}"]),
+        ("machado", [f"--runs={machado}"]),
+        ("minatar", ["--suite=minatar", f"--runs={minatar}"]),
+        ("reference_only", ["--reference=impala_paper,machado_repro"]),
+    ):
+        assert "Published points" not in readme(name, *args), name
+
+
+def test_published_points_beyond_the_curves_are_listed_not_drawn():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [p for p in reference.atari_published_small_budget() if p.game == "breakout"]
+    figure, axis = plt.subplots()
+    handles: dict = {}
+    leaderboard._draw_published(axis, points, 9_900_000.0, handles)  # curves end near 10M frames
+    assert list(handles) == ["RLlib IMPALA (published)"]
+    (marker,) = axis.lines
+    assert list(marker.get_xdata()) == [10_000_000] and list(marker.get_ydata()) == [72.0]
+    texts = [t.get_text() for t in axis.texts]
+    assert "RLlib IMPALA 72" in texts
+    note = next(t for t in texts if t.startswith("published, beyond the axis"))
+    assert "RLlib IMPALA: 260 @ 20M, 385 @ 40M" in note and "A2C: 303 @ 40M" in note
+    plt.close(figure)
+
+
 def test_same_agent_and_seed_in_two_runs_is_a_duplicate(tmp_path, capsys):
     make_run(tmp_path / "a", "agent", 1, {"pong": [1.0]})
     make_run(tmp_path / "b", "agent", 1, {"pong": [2.0]})
