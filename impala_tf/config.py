@@ -4,8 +4,8 @@ Defaults are the IMPALA paper's Atari settings (Table G.1) — unroll 20, batch 
 baseline cost 0.5, RMSProp decay 0.99 and momentum 0, global gradient-norm clip 40, rewards clipped to [-1, 1],
 the learning rate annealed linearly to 0 — except the optimiser's step size: RMSProp's epsilon is 1e-5 (paper:
 0.01) with the mean square starting at 0 (TF1: 1), and the learning rate 1.2e-3 (paper: 6e-4). With the paper's
-values the policy barely moves within CPU budgets (leaderboards/atari_tuning6/diagnosis.md); `--preset=paper`
-restores them.
+values the policy barely moves within CPU budgets (leaderboards/inputs/atari_tuning6/diagnosis/README.md);
+`--preset=paper` restores them.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ which the paper's released code used: the mean square starts at 1 and ε sits IN
 so ε = 0.01 caps a step at 10 · lr · |g| (Keras' RMSprop adds ε outside the root and starts ms at 0). With the
 summed loss the per-weight gradients are ~0.01, so ε = 0.01 makes the step ≈ 10 · lr · g — SGD — and the policy
 barely moves in 10M frames; the training flags therefore default to ε = 1e-5 and ms from 0, which give steps of
-about lr per weight from the first update (leaderboards/atari_tuning6/diagnosis.md). `--preset=paper` and this
-class's defaults keep TF1's values.
+about lr per weight from the first update (leaderboards/inputs/atari_tuning6/diagnosis/README.md).
+`--preset=paper` and this class's defaults keep TF1's values.
 
 Several devices (the paper's 8-learner setup, `mirrored_strategy`): every variable is mirrored on N devices,
 each replica runs steps 1-2 on its B/N unrolls, and the replicas all-reduce their gradients with a SUM. The
