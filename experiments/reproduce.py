@@ -44,6 +44,7 @@ class Run:
     network: str = "shallow"
     eval_episodes: int = 30
     episode_stride: int = 1
+    agent: str = "impala_tf"  # the leaderboard's agent: runs of one agent differ by game or seed
 
     def estimate_secs(self) -> float:
         return self.frames / FPS.get((self.backend, self.network), 5_000)
@@ -63,6 +64,7 @@ def _atari_tuning6() -> list[Run]:
                     (f"--games={game}", "--action_set=minimal", f"--seed={seed}"),
                     frames,
                     episode_stride=5,
+                    agent="impala_tf_shallow_experts",
                 )
             )
     return runs
@@ -80,6 +82,7 @@ def _minatar_experts() -> list[Run]:
             network="minatar",
             eval_episodes=100,
             episode_stride=10,
+            agent="impala_tf_minatar_experts",
         )
         for game in ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
         for seed in (1, 2, 3)
@@ -98,6 +101,7 @@ def _minatar_multitask() -> list[Run]:
             network="minatar",
             eval_episodes=100,
             episode_stride=10,
+            agent="impala_tf_minatar_multitask",
         )
         for seed in (1, 2, 3)
     ]
@@ -161,7 +165,12 @@ def reproduce(name: str, runs_dir: Path, only: list[str], collect: bool) -> int:
             )
             return code
         if not (logdir / "eval_summary.json").exists():
-            code = _python("impala_tf.evaluate", f"--logdir={logdir}", f"--episodes={run.eval_episodes}")
+            code = _python(
+                "impala_tf.evaluate",
+                f"--logdir={logdir}",
+                f"--episodes={run.eval_episodes}",
+                f"--agent={run.agent}",
+            )
             if code != 0:
                 return code
         if collect:
