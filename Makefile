@@ -83,6 +83,7 @@ leaderboards: setup
 	$(PY) -m impala_tf.transfer matrix --notrain --suite=minatar --games=breakout,space_invaders,asterix --frames=500000 --seeds=1,2 --train_args=--learning_rate=0.002 --eval_episodes=20 --workdir=leaderboards/inputs/minatar/transfer --out=leaderboards/minatar
 	$(PY) -m experiments.minatar_popart report --workdir=leaderboards/inputs/minatar/popart --normaliser=leaderboards/inputs/minatar/normaliser.csv --out=leaderboards/minatar
 	$(PY) -m impala_tf.leaderboard --suite=atari5 --runs=leaderboards/inputs/atari5/runs --out=leaderboards/atari5
+	$(PY) -m impala_tf.leaderboard --suite=atari_tuning6 --runs=leaderboards/inputs/atari_tuning6 --out=leaderboards/atari_tuning6
 
 SOAK_MINUTES ?= 30
 soak: setup
