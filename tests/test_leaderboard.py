@@ -551,15 +551,21 @@ def test_committed_atari57_leaderboard_matches_the_code(tmp_path):
     assert (committed / "report.html").exists()
 
 
-def test_committed_atari5_leaderboard_matches_its_committed_run(tmp_path):
-    committed = REPO / "leaderboards" / "atari5"
-    runs = REPO / "leaderboards" / "inputs" / "atari5" / "runs"
+@pytest.mark.parametrize(
+    "suite, runs",
+    [("atari5", "leaderboards/inputs/atari5/runs"), ("atari_tuning6", "leaderboards/inputs/atari_tuning6")],
+)
+def test_committed_atari_leaderboard_matches_its_committed_runs(tmp_path, suite, runs):
+    committed = REPO / "leaderboards" / suite
     assert (
-        leaderboard.run(["leaderboard", "--suite=atari5", f"--runs={runs}", f"--out={tmp_path / 'a5'}"]) == 0
+        leaderboard.run(
+            ["leaderboard", f"--suite={suite}", f"--runs={REPO / runs}", f"--out={tmp_path / suite}"]
+        )
+        == 0
     )
     for name in ("README.md", "aggregates.csv", "per_game.csv", "per_game.md"):
-        assert (committed / name).read_text() == (tmp_path / "a5" / name).read_text(), (
-            f"leaderboards/atari5/{name} is stale: run `make leaderboards`"
+        assert (committed / name).read_text() == (tmp_path / suite / name).read_text(), (
+            f"leaderboards/{suite}/{name} is stale: run `make leaderboards`"
         )
 
 

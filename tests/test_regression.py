@@ -1,7 +1,8 @@
 """Learning regressions (`make regression`; slow): real training runs through the binaries, with thresholds set
 from measured runs (numbers in the comments: seed, frames, measured score).
 
-- Multi-task MinAtar: one agent on the five games reaches per-game thresholds at 5M frames.
+- Multi-task MinAtar: one agent on the five games reaches per-game thresholds at 5M frames (paper optimiser).
+- Single-game experts with the default optimiser: Breakout (Atari, 10M frames) and MinAtar asterix (5M).
 - Off-policy correction: at a deliberately high policy lag (`--param_refresh_unrolls`), V-trace learns Catch
   where the uncorrected loss (`--correction=none`) does not.
 
@@ -69,6 +70,39 @@ def test_multitask_minatar_reaches_thresholds_at_5m_frames(tmp_path):
     scores = evaluate(logdir, episodes=20)
     below = {g: scores[g] for g, threshold in MINATAR_THRESHOLDS.items() if scores[g] < threshold}
     assert not below, f"below thresholds {MINATAR_THRESHOLDS}: {below} (all scores: {scores})"
+
+
+# --- Single-game experts with the default optimiser ---------------------------------------------
+
+# Breakout expert (atari_tuning6, minimal actions, shallow, 10M frames, seed 1; leaderboards/inputs/atari_tuning6):
+# evaluation 21.1 [17.0, 24.9] over 10 games, training 24.0 over the last 100 games; random 1.7; with
+# --preset=paper the same run ended at 3.0. The threshold is half the measured evaluation mean.
+BREAKOUT_FRAMES = 10_000_000
+BREAKOUT_THRESHOLD = 10.0
+# MinAtar asterix expert (5M frames, seed 1; `make reproduce EXPERIMENT=minatar_experts`): evaluation 21.66 over
+# 100 games, the published AC(lambda) 19.5; threshold about half.
+ASTERIX_FRAMES = 5_000_000
+ASTERIX_THRESHOLD = 10.0
+
+
+@pytest.mark.slow
+def test_breakout_expert_learns_within_10m_frames(tmp_path):
+    logdir = tmp_path / "breakout"
+    args = ["suites.atari_tuning6", "--games=breakout", "--action_set=minimal", "--seed=1"]
+    run_binary([*args, f"--logdir={logdir}", f"--total_frames={BREAKOUT_FRAMES}"], timeout=3300)
+    score = evaluate(logdir, episodes=10)["breakout"]
+    assert score >= BREAKOUT_THRESHOLD, (
+        f"breakout {score} < {BREAKOUT_THRESHOLD} at {BREAKOUT_FRAMES:,} frames"
+    )
+
+
+@pytest.mark.slow
+def test_minatar_asterix_expert_learns_within_5m_frames(tmp_path):
+    logdir = tmp_path / "asterix"
+    args = ["suites.minatar", "--games=asterix", "--seed=1", f"--total_frames={ASTERIX_FRAMES}"]
+    run_binary([*args, f"--logdir={logdir}"], timeout=3300)
+    score = evaluate(logdir, episodes=50)["asterix"]
+    assert score >= ASTERIX_THRESHOLD, f"asterix {score} < {ASTERIX_THRESHOLD} at {ASTERIX_FRAMES:,} frames"
 
 
 # --- V-trace vs no correction at high policy lag --------------------------------------------------
