@@ -191,11 +191,14 @@ class ActorFailures:
         self._lock = threading.Lock()
 
     def record(self, actor_id: int, error: BaseException) -> bool:
-        """Returns True if the actor may restart."""
+        """Returns True if the actor may restart. Once the run is failing (`fatal`), another actor's failure that
+        raced with the stop is neither counted nor logged."""
         frames = traceback.extract_tb(error.__traceback__)
         where = (frames[-1].filename, frames[-1].lineno) if frames else None
         key = (type(error).__name__, where)
         with self._lock:
+            if self.fatal is not None:
+                return False
             self.count += 1
             if key not in self._seen:
                 self._seen.add(key)
