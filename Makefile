@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 EXTRAS ?= cpu,ray,test
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 # The main job: a Breakout expert (the paper's protocol, minimal action set, shallow network, 10M frames), its
-# evaluation, the leaderboard beside the paper's rows and a one-line verdict (~20 min on 2 cores).
+# evaluation, the leaderboard beside the paper's rows and a one-line verdict (~35 min on 2 cores: 5-6K frames/s).
 RUN_DIR ?= runs/breakout_shallow
 RUN_SUITE ?= atari_tuning6
 RUN_FLAGS ?= --games=breakout --action_set=minimal --total_frames=10000000
@@ -27,7 +27,7 @@ test: setup
 	$(PY) -m pytest -q
 
 regression: setup
-	$(PY) -m pytest -q -m slow --timeout=3600  # about 1.5 h on 2 cores: Breakout alone is ~20 min
+	$(PY) -m pytest -q -m slow --timeout=3600  # about 2 h on 2 cores: Breakout alone is ~30 min
 
 run: setup
 	$(PY) -m suites.$(RUN_SUITE) --logdir=$(RUN_DIR) $(RUN_FLAGS)
