@@ -34,7 +34,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-TORSOS = ("shallow", "deep", "minatar")
 # Large and finite: exp() underflows to exactly 0, so a masked action is never sampled and adds 0 * finite to
 # the entropy, where -inf would give 0 * inf = NaN.
 ILLEGAL_LOGIT = -1e9
@@ -131,14 +130,17 @@ class DeepTorso(keras.layers.Layer):
         return self.fc(self.flatten(tf.nn.relu(x)))
 
 
+_TORSO_CLASSES = {"shallow": ShallowTorso, "deep": DeepTorso, "minatar": MinAtarTorso}
+TORSOS = tuple(_TORSO_CLASSES)  # the --network choices
+
+
 class ImpalaNetwork(keras.layers.Layer):
     """Torso, optional LSTM core, policy and baseline heads. Build it with `make_network`."""
 
     def __init__(self, config: NetworkConfig, legal_action_mask: np.ndarray | None = None, **kwargs):
         super().__init__(**kwargs)
         self.config = config
-        torso_class = {"shallow": ShallowTorso, "deep": DeepTorso, "minatar": MinAtarTorso}[config.torso]
-        self.torso = torso_class(config.hidden_size)
+        self.torso = _TORSO_CLASSES[config.torso](config.hidden_size)
         self.core = keras.layers.LSTMCell(config.lstm_size) if config.use_lstm else None
         self.policy_head = keras.layers.Dense(config.num_actions)
         self.value_head = keras.layers.Dense(config.num_value_heads)
