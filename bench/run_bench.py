@@ -35,7 +35,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from bench.loop import measure_loop  # noqa: E402
-from impala_tf import config, envs, networks, trainer  # noqa: E402
+from impala_tf import config, envs, networks, replay, trainer  # noqa: E402
 from impala_tf import learner as learner_lib
 from impala_tf.actor import ActingPolicy  # noqa: E402
 from impala_tf.envs.atari import default_num_threads  # noqa: E402
@@ -48,12 +48,21 @@ flags.DEFINE_bool("quick", False, "Smoke test: tiny sizes and short windows (ass
 flags.DEFINE_string("results_dir", "bench/results", "Where the JSON result is saved.")
 flags.DEFINE_float("loop_secs", 60.0, "Measured window of each full-loop run (after warm-up).")
 flags.DEFINE_string("loop_suite", "atari5", "Suite of the full-loop runs.")
+# Full-loop runs, each in a fresh process: name -> (suite, training flags). None: --loop_suite.
+LOOPS = {
+    "shallow": (None, {"network": "shallow"}),
+    "deep": (None, {"network": "deep"}),
+    # Batched A2C: one unroll per environment per update, so B = actors x envs (64 against the others' 32).
+    "shallow_synchronous": (None, {"network": "shallow", "synchronous": True, "batch_size": 64}),
+    # The MinAtar suite with its defaults (the issue-15 ablation grid's configuration).
+    "minatar": ("minatar", {"network": "minatar", "envs_per_actor": 30}),
+}
 flags.DEFINE_enum(
     "loop_only",
     None,
-    ["shallow", "deep"],
-    "Run only the full loop of this network, in this process, and print its result as JSON (what the bench "
-    "runs in a fresh process per network, so that the trainer configures TensorFlow as a real run does).",
+    list(LOOPS),
+    "Run only this full loop, in this process, and print its result as JSON (what the bench runs in a fresh "
+    "process per loop, so that the trainer configures TensorFlow as a real run does).",
 )
 
 OBS_SHAPE = (84, 84, 4)
@@ -137,19 +146,26 @@ def bench_inference(name: str, num_envs: int, xla: bool, secs: float, windows: i
     return num_envs * FRAMES_PER_STEP / seconds
 
 
-def synthetic_batch(unroll_length: int, batch_size: int, state_size: int, seed: int = 0) -> Unroll:
+def synthetic_batch(
+    unroll_length: int,
+    batch_size: int,
+    state_size: int,
+    seed: int = 0,
+    obs_shape: tuple[int, ...] = OBS_SHAPE,
+    num_actions: int = NUM_ACTIONS,
+) -> Unroll:
     rng = np.random.default_rng(seed)
     t1, b = unroll_length + 1, batch_size
     step_type = np.ones((t1, b), np.uint8)
     step_type[0] = 0
     return Unroll(
-        observation=tf.constant(rng.integers(0, 255, (t1, b, *OBS_SHAPE), dtype=np.uint8)),
+        observation=tf.constant(rng.integers(0, 255, (t1, b, *obs_shape), dtype=np.uint8)),
         step_type=tf.constant(step_type),
         reward=tf.constant(rng.choice([0.0, 1.0], (t1, b)).astype(np.float32)),
         discount=tf.constant(np.ones((t1, b), np.float32)),
-        prev_action=tf.constant(rng.integers(0, NUM_ACTIONS, (t1, b), dtype=np.int32)),
-        action=tf.constant(rng.integers(0, NUM_ACTIONS, (t1, b), dtype=np.int32)),
-        behaviour_logits=tf.constant(rng.normal(size=(t1, b, NUM_ACTIONS)).astype(np.float32)),
+        prev_action=tf.constant(rng.integers(0, num_actions, (t1, b), dtype=np.int32)),
+        action=tf.constant(rng.integers(0, num_actions, (t1, b), dtype=np.int32)),
+        behaviour_logits=tf.constant(rng.normal(size=(t1, b, num_actions)).astype(np.float32)),
         task_id=tf.constant(np.zeros(b, np.int32)),
         agent_state=tf.constant(np.zeros((2, b, state_size), np.float32)),
         policy_version=tf.constant(np.zeros(b, np.int64)),
@@ -193,16 +209,16 @@ def bench_learner(
     return unroll_length * batch_size * FRAMES_PER_STEP / seconds
 
 
-def bench_loop(network: str, warmup_secs: float, window_secs: float, overrides: dict) -> dict:
-    """The whole trainer in this process on the loop suite; frames/s of the learner over the window."""
+def bench_loop(name: str, warmup_secs: float, window_secs: float, overrides: dict) -> dict:
+    """The whole trainer in this process (loop `name` of LOOPS); frames/s of the learner over the window."""
+    suite, loop_flags = LOOPS[name]
     result = measure_loop(
-        FLAGS.loop_suite,
+        suite or FLAGS.loop_suite,
         [],
         warmup_secs,
         window_secs,
-        network=network,
         use_lstm=False,
-        **overrides,
+        **{**overrides, **loop_flags},
     )
     return {
         **result,
@@ -231,20 +247,92 @@ def loop_overrides(quick: bool) -> dict:
     return overrides
 
 
-def run_loop_only(network: str) -> dict:
+def bench_minatar_stages(secs: float, unroll_length: int, batch_size: int) -> dict[str, float]:
+    """The MinAtar loop's stages alone (frames/s): one actor's environments (the suite's 30, five games),
+    inference with the suite's network on that batch, and the learner's step."""
+    suite = trainer.resolve_suite("minatar", [])
+    num_envs = LOOPS["minatar"][1]["envs_per_actor"]
+    env = envs.make_batched_env(suite, [i % len(suite.games) for i in range(num_envs)], seed=0)
+    obs_shape, num_actions = tuple(env.observation_spec().shape), env.action_spec().num_values
+    rng = np.random.default_rng(0)
+    env.reset()
+    env_secs = _timed(lambda: env.step(rng.integers(0, num_actions, num_envs, dtype=np.int32)), 10, secs)
+    env.close()
+
+    def network():
+        return networks.make_network(
+            networks.NetworkConfig(torso="minatar", use_lstm=False, num_actions=num_actions), obs_shape
+        )
+
+    policy = ActingPolicy(network(), seed=0, xla=config.use_xla("auto"))
+    timestep = BatchedTimeStep(
+        np.ones(num_envs, np.uint8),
+        np.zeros(num_envs, np.float32),
+        np.ones(num_envs, np.float32),
+        rng.integers(0, 2, (num_envs, *obs_shape), dtype=np.uint8) * 255,
+    )
+    zeros = np.zeros(num_envs, np.int32)
+    state = policy.initial_state(num_envs)
+    infer_secs = _timed(lambda: policy.step(timestep, zeros, zeros, state), 5, secs)
+    learner = learner_lib.Learner(
+        network(),
+        LossConfig(),
+        learner_lib.OptimizerConfig(),
+        total_frames=10**12,
+        frames_per_step=1,
+        xla=config.use_xla("auto"),
+    )
+    batch = synthetic_batch(unroll_length, batch_size, 0, obs_shape=obs_shape, num_actions=num_actions)
+    learn_secs = _timed(lambda: learner.step(batch), 10, secs)
+    return {
+        "env": num_envs / env_secs,
+        "inference": num_envs / infer_secs,
+        "learner": unroll_length * batch_size / learn_secs,
+    }
+
+
+def bench_replay_bytes(unroll_length: int) -> tuple[int, int]:
+    """(bytes of one Atari unroll as the actor sends it, bytes the replay buffer keeps of it): real frames of
+    the loop suite's first game, random actions."""
+    suite = trainer.resolve_suite(FLAGS.loop_suite, [])
+    env = envs.make_batched_env(suite, [0], seed=0)
+    rng = np.random.default_rng(0)
+    observations = [env.reset().observation[0]]
+    for _ in range(unroll_length):
+        observations.append(env.step(rng.integers(0, NUM_ACTIONS, 1, dtype=np.int32)).observation[0])
+    env.close()
+    t1 = unroll_length + 1
+    unroll = Unroll(
+        observation=np.stack(observations),
+        step_type=np.ones(t1, np.uint8),
+        reward=np.zeros(t1, np.float32),
+        discount=np.ones(t1, np.float32),
+        prev_action=np.zeros(t1, np.int32),
+        action=np.zeros(t1, np.int32),
+        behaviour_logits=np.zeros((t1, NUM_ACTIONS), np.float32),
+        task_id=np.int32(0),
+        agent_state=np.zeros((2, 0), np.float32),
+        policy_version=np.int64(0),
+    )
+    buffer = replay.ReplayBuffer(capacity=1, seed=0)
+    buffer.add(unroll)
+    return replay.unroll_nbytes(unroll), buffer.nbytes
+
+
+def run_loop_only(name: str) -> dict:
     quick = FLAGS.quick
     return bench_loop(
-        network,
+        name,
         warmup_secs=2.0 if quick else 15.0,
         window_secs=5.0 if quick else FLAGS.loop_secs,
         overrides=loop_overrides(quick),
     )
 
 
-def loop_in_fresh_process(network: str) -> dict:
+def loop_in_fresh_process(name: str) -> dict:
     """`run_loop_only` in a new Python process: TensorFlow has not run there yet, so the trainer sets its thread
     pools as in a real run, and the peak RSS is the training run's alone."""
-    argv = [f"--loop_only={network}", f"--loop_suite={FLAGS.loop_suite}", f"--loop_secs={FLAGS.loop_secs}"]
+    argv = [f"--loop_only={name}", f"--loop_suite={FLAGS.loop_suite}", f"--loop_secs={FLAGS.loop_secs}"]
     if FLAGS.quick:
         argv.append("--quick")
     process = subprocess.run(
@@ -252,9 +340,7 @@ def loop_in_fresh_process(network: str) -> dict:
     )
     lines = process.stdout.strip().splitlines()
     if process.returncode != 0 or not lines:
-        raise RuntimeError(
-            f"the {network} loop failed (exit {process.returncode}):\n{process.stderr[-3000:]}"
-        )
+        raise RuntimeError(f"the {name} loop failed (exit {process.returncode}):\n{process.stderr[-3000:]}")
     return json.loads(lines[-1])
 
 
@@ -358,6 +444,42 @@ def main(argv):
         lim = limit(results["env_fps"], results[f"infer_fps_{name}"], results[f"learn_fps_{name}"])
         record(f"limit_fps_{name}", lim, f"limit {name} = 1/(1/env + 1/inference + 1/learner)")
         record(f"efficiency_{name}", loop["fps"] / lim, f"efficiency {name} = loop / limit")
+
+    # Synchronous (batched A2C, policy lag 0) against the asynchronous loop above: same suite, network, actors.
+    sync = loop_in_fresh_process("shallow_synchronous")
+    loop_rss.append(sync["peak_rss_mb"])
+    record(
+        "loop_fps_shallow_synchronous",
+        sync["fps"],
+        f"full loop shallow, synchronous (A2C), B={batch_size * 2}",
+    )
+    record(
+        "synchronous_over_async_shallow",
+        sync["fps"] / results["loop_fps_shallow"],
+        "synchronous / asynchronous frames/s, shallow",
+    )
+
+    # MinAtar: the ablation grid's loop against its own limit (MinAtar's frames are its steps).
+    stages = bench_minatar_stages(1.0 if quick else 2.0, unroll_length, batch_size)
+    record("env_fps_minatar", stages["env"], "env: MinAtar, 5 games x 6 envs = one actor's 30 (steps/s)")
+    record("infer_fps_minatar", stages["inference"], "inference minatar network, B=30 (frames/s)")
+    record(
+        "learn_fps_minatar",
+        stages["learner"],
+        f"learner minatar, T={unroll_length} B={batch_size} (frames/s)",
+    )
+    minatar = loop_in_fresh_process("minatar")
+    loop_rss.append(minatar["peak_rss_mb"])
+    record("loop_fps_minatar", minatar["fps"], "full loop minatar, 5 games, suite defaults (frames/s)")
+    lim = limit(stages["env"], stages["inference"], stages["learner"])
+    record("limit_fps_minatar", lim, "limit minatar = 1/(1/env + 1/inference + 1/learner)")
+    record("efficiency_minatar", minatar["fps"] / lim, "efficiency minatar = loop / limit")
+
+    raw_bytes, stored_bytes = bench_replay_bytes(unroll_length)
+    record("replay_unroll_bytes", raw_bytes, f"replay: one Atari unroll as sent, T={unroll_length} (bytes)")
+    record(
+        "replay_unroll_bytes_stored", stored_bytes, "replay: the same unroll as the buffer keeps it (bytes)"
+    )
 
     record("peak_rss_mb", max(loop_rss), "peak RSS of a full-loop training process (MB)")
     record("peak_rss_mb_bench", peak_rss_mb(), "peak RSS of this bench process: a dozen networks (MB)")

@@ -71,6 +71,11 @@ class Actor:
 
     `param_refresh_unrolls` = K > 1 fetches the learner's parameters only after every K-th batch of unrolls
     instead of after each: a deliberately stale behaviour policy, for off-policy-correction experiments.
+
+    `synchronous`: after each refresh the action of the unroll's step 0 (chosen with the old parameters at the
+    previous unroll's bootstrap step, where the loss does not use it) is chosen again with the new ones, so that
+    every action of an unroll comes from the parameters its `policy_version` names: policy lag exactly 0 when
+    `get_params` waits for the learner's next update (batched A2C).
     """
 
     def __init__(
@@ -81,6 +86,7 @@ class Actor:
         get_params: Callable[[], ParamSnapshot] | None = None,
         on_episode: Callable[[EpisodeStats], None] | None = None,
         param_refresh_unrolls: int = 1,
+        synchronous: bool = False,
     ):
         if param_refresh_unrolls < 1:
             raise ValueError(f"param_refresh_unrolls must be >= 1, got {param_refresh_unrolls}")
@@ -90,6 +96,7 @@ class Actor:
         self._get_params = get_params
         self._on_episode = on_episode
         self.param_refresh_unrolls = param_refresh_unrolls
+        self.synchronous = synchronous
         self.steps = 0  # agent steps over all environments
 
     def unrolls(self) -> Iterator[list[Unroll]]:
@@ -152,6 +159,8 @@ class Actor:
             unrolls_done += 1
             if unrolls_done % self.param_refresh_unrolls == 0:
                 self._refresh()
+                if self.synchronous:
+                    action, logits, state = policy.step(timestep, prev_action, task_id, state_before)
 
     def _refresh(self) -> None:
         if self._get_params is not None:

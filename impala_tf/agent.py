@@ -32,6 +32,7 @@ class RunSpec:
     xla: bool = True
     reward_scale: tuple[tuple[str, float], ...] = ()  # (game, factor) pairs; see --reward_scale
     param_refresh_unrolls: int = 1  # actors fetch parameters every K-th unroll (deliberate staleness)
+    synchronous: bool = False  # on-policy (batched A2C): each unroll waits for the learner's next parameters
 
     @property
     def num_tasks(self) -> int:
@@ -82,6 +83,7 @@ def run_spec_from_flags(suite: Any, f: Mapping[str, Any]) -> RunSpec:
         xla=config.use_xla(f.get("xla", "auto")),
         reward_scale=tuple(config.parse_reward_scales(f.get("reward_scale") or []).items()),
         param_refresh_unrolls=f.get("param_refresh_unrolls", 1),
+        synchronous=f.get("synchronous", False),
     )
 
 
@@ -134,4 +136,5 @@ def make_actor(
         get_params=get_params,
         on_episode=on_episode,
         param_refresh_unrolls=spec.param_refresh_unrolls,
+        synchronous=spec.synchronous,
     )

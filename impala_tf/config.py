@@ -64,6 +64,23 @@ flags.DEFINE_integer(
 flags.DEFINE_integer("unroll_length", 20, "Unroll length T (agent steps).")
 flags.DEFINE_integer("batch_size", 32, "Unrolls per learner batch B.")
 flags.DEFINE_integer("queue_capacity", 0, "Unrolls buffered between actors and learner (0: 2 x batch_size).")
+flags.DEFINE_integer(
+    "replay_capacity",
+    0,
+    "Experience replay: the learner keeps the last N unrolls and fills --replay_fraction of each batch from them "
+    "(uniformly; paper Section 5.2.1). 0: no replay. At least --batch_size.",
+)
+flags.DEFINE_float(
+    "replay_fraction",
+    0.5,
+    "Share of each learner batch replayed when --replay_capacity > 0 (the paper: 0.5).",
+)
+flags.DEFINE_bool(
+    "synchronous",
+    False,
+    "Synchronous (batched A2C) acting: every unroll is acted by the learner's current parameters and the learner "
+    "waits for them (policy lag 0). Needs --batch_size = --num_actors x --envs_per_actor and --runtime=local.",
+)
 flags.DEFINE_enum(
     "xla",
     "auto",
@@ -206,6 +223,27 @@ def validate(values: Any = None) -> None:
             raise flags.ValidationError(f"--{name} must be a positive number, got {getattr(f, name)}")
     if not 0 <= f.rmsprop_decay < 1 or not 0 <= f.rmsprop_momentum < 1:
         raise flags.ValidationError("--rmsprop_decay and --rmsprop_momentum must be in [0, 1)")
+    if f.replay_capacity < 0:
+        raise flags.ValidationError(f"--replay_capacity must be >= 0 (0: no replay), got {f.replay_capacity}")
+    if f.replay_capacity and f.replay_capacity < f.batch_size:
+        raise flags.ValidationError(
+            f"--replay_capacity={f.replay_capacity} must be at least --batch_size={f.batch_size} "
+            "(replay starts once the buffer holds a batch)"
+        )
+    if not 0.0 < f.replay_fraction < 1.0:
+        raise flags.ValidationError(f"--replay_fraction must be in (0, 1), got {f.replay_fraction}")
+    if f.synchronous:
+        if f.runtime != "local":
+            raise flags.ValidationError("--synchronous runs with --runtime=local only")
+        if f.batch_size != f.num_actors * f.envs_per_actor:
+            raise flags.ValidationError(
+                f"--synchronous needs --batch_size = --num_actors x --envs_per_actor (one unroll per environment "
+                f"per update): got {f.batch_size} and {f.num_actors} x {f.envs_per_actor}"
+            )
+        if f.param_refresh_unrolls != 1 or f.replay_capacity:
+            raise flags.ValidationError(
+                "--synchronous is on-policy: it takes neither --param_refresh_unrolls > 1 nor replay"
+            )
     parse_reward_scales(f.reward_scale)
     if not f.logdir:
         raise flags.ValidationError("--logdir is required")

@@ -7,7 +7,6 @@ runs the learner loop over unrolls that a runtime (local threads or Ray) deliver
 from __future__ import annotations
 
 import importlib.metadata
-import itertools
 import json
 import logging
 import os
@@ -16,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +26,10 @@ from absl import app, flags
 import impala_tf
 from impala_tf import agent, checkpoints, config, popart, writers
 from impala_tf import learner as learner_lib
+from impala_tf import replay as replay_lib
 from impala_tf.actor import snapshot_of
 from impala_tf.losses import LossConfig
-from impala_tf.unroll import Unroll, batch_shapes, stack_time_major, unroll_dtypes, unroll_shapes
+from impala_tf.unroll import Unroll, batch_shapes, unroll_dtypes, unroll_shapes
 
 FLAGS = flags.FLAGS
 log = logging.getLogger("impala_tf")
@@ -184,24 +183,27 @@ def configure_intra_op_threads(threads: int, explicit: bool = False) -> None:
         )
 
 
-def time_major_batches(unrolls: Iterable[Unroll], batch_size: int) -> Iterator[Unroll]:
-    """Groups single unrolls into time-major batches of B in numpy: one copy per batch, straight into the
-    learner's layout (no per-unroll tf.data element, no batch copy and transpose in TensorFlow). A last group
-    short of B is dropped."""
-    source = iter(unrolls)
-    while len(group := list(itertools.islice(source, batch_size))) == batch_size:
-        yield stack_time_major(group)
-
-
 def make_dataset(
-    unrolls, shapes: Unroll, dtypes: Unroll, batch_size: int, device: str | None = None
+    unrolls,
+    shapes: Unroll,
+    dtypes: Unroll,
+    batch_size: int,
+    device: str | None = None,
+    replay: replay_lib.ReplayBuffer | None = None,
+    replay_fraction: float = 0.0,
 ) -> tf.data.Dataset:
-    """tf.data over an iterable of single unrolls (`shapes`: one unroll's): time-major batches of B, prefetched
-    (to `device`'s memory when given, e.g. "/GPU:0": the host-to-device copy then overlaps the learner step)."""
+    """tf.data over an iterable of single unrolls (`shapes`: one unroll's): elements (time-major batch of B, number
+    of replayed unrolls in it: `replay.learner_batches`), prefetched (to `device`'s memory when given, e.g.
+    "/GPU:0": the host-to-device copy then overlaps the learner step). Batches are stacked in numpy, one copy
+    per batch straight into the learner's layout."""
     shapes = batch_shapes(shapes, batch_size)
-    signature = Unroll(*(tf.TensorSpec(s, d) for s, d in zip(shapes, dtypes, strict=True)))
+    signature = (
+        Unroll(*(tf.TensorSpec(s, d) for s, d in zip(shapes, dtypes, strict=True))),
+        tf.TensorSpec((), tf.int32),
+    )
     dataset = tf.data.Dataset.from_generator(
-        lambda: time_major_batches(unrolls, batch_size), output_signature=signature
+        lambda: replay_lib.learner_batches(unrolls, batch_size, replay, replay_fraction),
+        output_signature=signature,
     )
     if device is not None:
         return dataset.apply(tf.data.experimental.prefetch_to_device(device, buffer_size=2))
@@ -353,6 +355,12 @@ class Trainer:
         runtime = self._make_runtime(stop, on_episode)
         # One GPU learner: batches wait in its memory. A mirrored learner splits them across its devices.
         one_gpu = self.learner.strategy is None and bool(tf.config.list_logical_devices("GPU"))
+        # Not in the checkpoint: a resumed run refills it from fresh unrolls (README, "Experience replay").
+        replay = (
+            replay_lib.ReplayBuffer(FLAGS.replay_capacity, seed=self.spec.seed + frames0)
+            if FLAGS.replay_capacity
+            else None
+        )
         dataset = make_dataset(
             runtime.unrolls(),
             unroll_shapes(
@@ -361,20 +369,31 @@ class Trainer:
             unroll_dtypes(),
             FLAGS.batch_size,
             device="/GPU:0" if one_gpu else None,
+            replay=replay,
+            replay_fraction=FLAGS.replay_fraction,
         )
         process = psutil.Process()
         last_progress = last_checkpoint = start = time.time()
         last_frames = frames0
         lag_sum = lag_n = 0.0
+        age_sum = age_n = 0.0  # learner updates since the replayed unrolls were acted
         nonfinite_streak = 0
         logs: dict[str, Any] = {}
         exit_code = EXIT_OK
+        # Held until the run is stopped: dropping a tf.data iterator waits for the generator call in flight, which
+        # with synchronous actors only the stop ends (no unroll comes before the next update).
+        batches = iter(dataset)
         try:
             runtime.start()
-            for batch in dataset:
+            for batch, num_replayed in batches:
                 updates_before = int(self.learner.num_updates.numpy())
-                lag_sum += updates_before - float(np.mean(batch.policy_version.numpy()))
+                versions = batch.policy_version.numpy()
+                num_fresh = len(versions) - int(num_replayed)  # fresh unrolls come first
+                lag_sum += updates_before - float(np.mean(versions[:num_fresh]))
                 lag_n += 1
+                if num_fresh < len(versions):
+                    age_sum += updates_before - float(np.mean(versions[num_fresh:]))
+                    age_n += 1
                 runtime.before_update()  # actors asking for parameters now get this update's result
                 logs = self.learner.step(batch)
                 runtime.after_update()
@@ -399,9 +418,12 @@ class Trainer:
                     lag = lag_sum / max(lag_n, 1)
                     rss_mb = process.memory_info().rss / 2**20
                     scalars = {k: float(v) for k, v in logs.items() if np.ndim(v) == 0}
-                    self._summaries(
-                        summary_writer, frames, fps, lag, rss_mb, scalars, returns.means(), runtime
-                    )
+                    stats = runtime.stats()
+                    if replay is not None:
+                        stats["replay"] = len(replay)
+                        stats["replay_age"] = round(age_sum / age_n, 1) if age_n else 0.0
+                        stats["replay_mb"] = round(replay.nbytes / 2**20)
+                    self._summaries(summary_writer, frames, fps, lag, rss_mb, scalars, returns.means(), stats)
                     shown = {
                         k: scalars[k]
                         for k in ("total_loss", "pg_loss", "baseline_loss", "entropy")
@@ -415,14 +437,14 @@ class Trainer:
                         lag,
                         returns.means(),
                         shown,
-                        {"rss": f"{rss_mb:.0f}MB", **runtime.stats()},
+                        {"rss": f"{rss_mb:.0f}MB", **stats},
                         reference=self.suite.reference,
                         num_tasks=self.spec.num_tasks,
                     )
                     if writers.is_terminal():
                         line = writers.progress_bar(frames, self.total_frames) + " " + line
                     print(line, flush=True)
-                    last_progress, last_frames, lag_sum, lag_n = now, frames, 0.0, 0
+                    last_progress, last_frames, lag_sum, lag_n, age_sum, age_n = now, frames, 0.0, 0, 0.0, 0
                 if now - last_checkpoint >= FLAGS.checkpoint_every_secs:
                     self.checkpoints.save()
                     last_checkpoint = now
@@ -491,12 +513,12 @@ class Trainer:
 
         return local.LocalRuntime(self.spec, snapshot, on_episode, stop, capacity, FLAGS.max_actor_restarts)
 
-    def _summaries(self, writer, frames, fps, lag, rss_mb, scalars, returns, runtime) -> None:
+    def _summaries(self, writer, frames, fps, lag, rss_mb, scalars, returns, stats) -> None:
         with writer.as_default(step=frames):
             tf.summary.scalar("perf/frames_per_second", fps)
             tf.summary.scalar("perf/policy_lag", lag)
             tf.summary.scalar("perf/rss_mb", rss_mb)
-            for k, v in runtime.stats().items():
+            for k, v in stats.items():
                 tf.summary.scalar(f"perf/{k}", float(v))
             for k, v in scalars.items():
                 tf.summary.scalar(f"learner/{k}", v)

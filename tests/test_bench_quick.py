@@ -18,6 +18,13 @@ KEYS = {
     "limit_fps_deep",
     "efficiency_shallow",
     "efficiency_deep",
+    "loop_fps_shallow_synchronous",
+    "synchronous_over_async_shallow",
+    "loop_fps_minatar",
+    "limit_fps_minatar",
+    "efficiency_minatar",
+    "replay_unroll_bytes",
+    "replay_unroll_bytes_stored",
     "peak_rss_mb",
     "device",
 }

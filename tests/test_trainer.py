@@ -187,9 +187,10 @@ def _numbered_unroll(k: int, t1: int = 4, state_size: int = 3) -> Unroll:
 def test_dataset_stacks_unrolls_time_major_in_arrival_order_and_drops_a_short_last_batch(device):
     unrolls = [_numbered_unroll(k) for k in range(5)]
     shapes = unroll_shapes(3, (2, 2, 1), 5, 3)
-    batches = list(trainer.make_dataset(unrolls, shapes, unroll_dtypes(), batch_size=2, device=device))
-    assert len(batches) == 2  # the fifth unroll does not fill a batch
-    for b, batch in enumerate(batches):
+    elements = list(trainer.make_dataset(unrolls, shapes, unroll_dtypes(), batch_size=2, device=device))
+    assert len(elements) == 2  # the fifth unroll does not fill a batch
+    assert [int(n) for _, n in elements] == [0, 0]  # nothing replayed without a buffer
+    for b, (batch, _) in enumerate(elements):
         assert batch.observation.shape == (4, 2, 2, 2, 1) and batch.observation.dtype == tf.uint8
         assert batch.behaviour_logits.shape == (4, 2, 5)
         assert batch.agent_state.shape == (2, 2, 3)
@@ -208,3 +209,21 @@ def test_auto_intra_op_threads_share_the_cores_between_local_actors_and_the_lear
     assert config.intra_op_threads(0, "local", num_actors=3, cpu_count=16) == 4
     assert config.intra_op_threads(0, "ray", num_actors=8, cpu_count=16) == 0  # TensorFlow's default
     assert config.intra_op_threads(6, "local", num_actors=2, cpu_count=2) == 6  # an explicit value wins
+
+
+def test_a_run_with_replay_reports_the_buffer_and_the_age_of_replayed_unrolls(tmp_path, capsys):
+    code, run = train(tmp_path / "run", total_frames=1_600, replay_capacity=40, replay_fraction=0.5)
+    assert code == 0
+    sizes = [v for _, v in _scalars(tmp_path / "run" / "tensorboard", "perf/replay")]
+    ages = [v for _, v in _scalars(tmp_path / "run" / "tensorboard", "perf/replay_age")]
+    assert sizes and max(sizes) == 40  # filled to capacity: 1,600 frames are 40 updates of 4 fresh unrolls
+    assert ages and ages[-1] > 1.0  # replayed unrolls are older than fresh ones (lag ~1 here)
+    assert "replay 40" in capsys.readouterr().out
+
+
+def test_a_synchronous_run_acts_every_unroll_with_the_learners_current_parameters(tmp_path):
+    code, run = train(tmp_path / "run", total_frames=1_200, synchronous=True, progress_every_secs=1)
+    assert code == 0
+    assert int(run.learner.num_updates.numpy()) == 1_200 // (T * B)
+    lags = [v for _, v in _scalars(tmp_path / "run" / "tensorboard", "perf/policy_lag")]
+    assert lags and all(lag == 0.0 for lag in lags)

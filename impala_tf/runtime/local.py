@@ -122,7 +122,7 @@ class ParamServer(Generic[P]):
             if self._wanted:
                 self._wanted = False
                 self._publish()
-                self._cond.notify_all()
+            self._cond.notify_all()  # wakes asks waiting for this update (`get`, `wait_for`)
 
     def ask(self) -> tuple[int, P | None]:
         """(the version an ask now needs, a snapshot at least that new or None: then `at_least` gives it once
@@ -171,6 +171,15 @@ class ParamServer(Generic[P]):
                 self._wanted = True
                 self._cond.wait(min(remaining, _POLL_SECS))
             return self._snapshot
+
+    def wait_for(self, updates: int) -> tuple[int, P]:
+        """Blocks until the learner has finished `updates` updates (or the run stops); returns (updates finished,
+        a snapshot holding them). Synchronous acting asks for one update more than its last snapshot held."""
+        with self._cond:
+            while self._updates < updates and not self._stop_event.is_set():
+                self._cond.wait(_POLL_SECS)
+            done = self._updates
+        return done, self.get()
 
     def _publish(self) -> None:
         # Under self._cond, outside any update.
@@ -261,6 +270,19 @@ class ActorThread(threading.Thread):
                     _close_quietly(actor.env, self.actor_id)
 
 
+def _next_update_params(params: ParamServer) -> Callable[[], ParamSnapshot]:
+    """Synchronous acting's parameters: the first call returns the newest at once; each later call waits for the
+    learner's next update after the previous call's, which comes once every environment's unroll is in."""
+    last = -1
+
+    def get() -> ParamSnapshot:
+        nonlocal last
+        last, snapshot = params.wait_for(last + 1)
+        return snapshot
+
+    return get
+
+
 def _close_quietly(env, actor_id: int) -> None:
     try:
         env.close()
@@ -287,7 +309,8 @@ class LocalRuntime:
         self._failures = ActorFailures(max_restarts)
 
         def make_actor(actor_id: int, incarnation: int) -> Actor:
-            return agent.make_actor(spec, actor_id, self._params.get, on_episode, incarnation)
+            get_params = _next_update_params(self._params) if spec.synchronous else self._params.get
+            return agent.make_actor(spec, actor_id, get_params, on_episode, incarnation)
 
         self._threads = [
             ActorThread(i, make_actor, self._queue, stop, self._failures) for i in range(spec.num_actors)
