@@ -108,10 +108,33 @@ def _minatar_multitask() -> list[Run]:
     ]
 
 
+def _ablation() -> list[Run]:
+    """The corrections x replay x lag grid and the synchronous row (experiments/ablation.py), seed-major, so that
+    a grid stopped part-way has whole seeds."""
+    from experiments import ablation
+
+    return [
+        Run(
+            f"{cell.name}_s{seed}",
+            "minatar",
+            (f"--seed={seed}", *cell.flags),
+            ablation.FRAMES,
+            backend="minatar",
+            network="minatar",
+            eval_episodes=ablation.EVAL_EPISODES,
+            episode_stride=10,
+            agent=cell.name,
+        )
+        for seed in ablation.SEEDS
+        for cell in ablation.cells()
+    ]
+
+
 EXPERIMENTS = {
     "atari_tuning6": _atari_tuning6,
     "minatar_experts": _minatar_experts,
     "minatar_multitask": _minatar_multitask,
+    "ablation": _ablation,
 }
 
 
@@ -134,7 +157,7 @@ def describe(name: str) -> str:
     lines = [f"{name}: {len(runs)} runs, about {_hours(total)} on 2 cores"]
     for run in runs:
         lines.append(
-            f"  {run.name:<22} {run.frames / 1e6:>5.0f}M frames  ~{_hours(run.estimate_secs()):>7}  "
+            f"  {run.name:<26} {run.frames / 1e6:>5.0f}M frames  ~{_hours(run.estimate_secs()):>7}  "
             f"python -m suites.{run.suite} {' '.join(run.flags)} --total_frames={run.frames}"
         )
     return "\n".join(lines)

@@ -1,0 +1,63 @@
+"""experiments.ablation: the grid's cells and the report built from evaluated runs (no training here)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from experiments import ablation
+
+NORMALISER = "leaderboards/inputs/minatar/normaliser.csv"
+GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
+
+
+def test_the_grid_is_four_corrections_by_replay_by_lag_plus_the_synchronous_row():
+    cells = ablation.cells()
+    assert len(cells) == 4 * 2 * 2 + 1 and len({c.name for c in cells}) == len(cells)
+    by_name = {c.name: c for c in cells}
+    assert by_name["vtrace"].flags == ("--correction=vtrace",)
+    assert by_name["none_replay_highlag"].flags == (
+        "--correction=none",
+        *ablation.REPLAY_FLAGS,
+        f"--param_refresh_unrolls={ablation.HIGH_LAG_REFRESH}",
+    )
+    assert "--synchronous" in by_name["synchronous"].flags
+
+
+def _run(path: Path, agent: str, seed: int, score: float) -> None:
+    path.mkdir(parents=True)
+    summary = {
+        "agent": agent,
+        "suite": "minatar",
+        "protocol": "minatar",
+        "seed": seed,
+        "trained_frames": 400_000,
+    }
+    (path / "eval_summary.json").write_text(json.dumps(summary))
+    (path / "config.json").write_text(json.dumps({"suite": "minatar", "games": list(GAMES)}))
+    pd.DataFrame(
+        [(g, i + 1, score, 100) for g in GAMES for i in range(3)],
+        columns=["task", "episode", "score", "frames"],
+    ).to_csv(path / "eval_scores.csv", index=False)
+    pd.DataFrame(
+        [(g, 20_000 * (i + 1), score * i / 20, 100, 0.0) for g in GAMES for i in range(20)],
+        columns=["task", "frames", "episode_return", "episode_frames", "wall_time"],
+    ).to_csv(path / "episodes.csv", index=False)
+
+
+def test_report_lays_out_each_block_with_its_cells_and_names_the_missing_ones(tmp_path):
+    inputs = tmp_path / "inputs"
+    for seed in (1, 2):
+        _run(inputs / f"vtrace_s{seed}", "vtrace", seed, 10.0 + seed)
+        _run(inputs / f"none_highlag_s{seed}", "none_highlag", seed, 1.0)
+    text = ablation.report(inputs, NORMALISER, tmp_path / "out", resamples=200)
+    lines = text.splitlines()
+    vtrace_row = next(line for line in lines if line.startswith("| V-trace | 11.5 |"))
+    assert vtrace_row.endswith("| 2 |")  # seeds
+    assert "[" in vtrace_row  # an interval over the two seeds
+    assert "Not yet run:" in text and "synchronous" in text.split("Not yet run:")[1]
+    csv = pd.read_csv(tmp_path / "out" / "ablation.csv")
+    assert set(csv["cell"]) == {"vtrace", "none_highlag"}
+    assert np.allclose(csv.set_index("cell").loc["vtrace", list(GAMES)], 11.5)
+    assert (tmp_path / "out" / "learning_curves.png").stat().st_size > 1000
