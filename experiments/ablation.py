@@ -1,4 +1,4 @@
-"""The paper's off-policy-correction experiment (Espeholt et al. 2018, Section 5.2.1, Table 2) on MinAtar.
+"""The paper's off-policy-correction experiment (Espeholt et al. 2018, Section 5.2.2, Table 2) on MinAtar.
 
   make reproduce EXPERIMENT=ablation            # train + evaluate every cell x seed (resumable), collect inputs
   python -m experiments.ablation report [--inputs=leaderboards/inputs/ablation] [--out=leaderboards/ablation]
@@ -14,7 +14,11 @@ can differ; asterix and seaquest barely move at this budget and mostly add noise
 
 High lag: `--param_refresh_unrolls=20`: each actor refreshes its parameters every 20 rounds of its 30
 environments' unrolls, about 37 learner updates apart (2 actors x 30 unrolls x 20 / B=32), so the mean lag rises
-from ~3 to ~20 updates. Replay: `--replay_capacity=3200` unrolls (100 batches), half of each batch replayed.
+from ~3 to ~20 updates. Replay: half of each batch drawn uniformly from a FIFO buffer, as the paper's (Table D.3:
+10,000 trajectories, uniform, FIFO), but of 3,200 unrolls: a 2M-frame run makes only 100K unrolls, and 10,000
+would hold a tenth of the whole run; 3,200 (the fresh data of ~200 updates) keeps replayed unrolls ~100 updates
+old. The paper's section is 5.2.2 ("V-trace Analysis") in arXiv v3; its Table 2 is quoted from
+`leaderboards/inputs/ablation/paper_table2.csv` (source in `paper_table2.md`).
 """
 
 from __future__ import annotations
@@ -205,7 +209,7 @@ def report(inputs: Path, normaliser: str, out: Path, resamples: int) -> str:
         GENERATED_MARKER,
         "# Off-policy corrections with and without experience replay (MinAtar)",
         "",
-        "The paper's Section 5.2.1 experiment at small scale: one multi-task IMPALA agent on the five MinAtar "
+        "The paper's Section 5.2.2 experiment at small scale: one multi-task IMPALA agent on the five MinAtar "
         f"games per run, {leaderboard.format_frames(FRAMES)} frames per run "
         f"({leaderboard.format_frames(FRAMES / len(games))} per game), the suite's defaults otherwise. Scores: "
         f"mean evaluation score over seeds ({EVAL_EPISODES} games per game and seed); aggregate: mean over games "

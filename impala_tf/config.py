@@ -68,7 +68,7 @@ flags.DEFINE_integer(
     "replay_capacity",
     0,
     "Experience replay: the learner keeps the last N unrolls and fills --replay_fraction of each batch from them "
-    "(uniformly; paper Section 5.2.1). 0: no replay. At least --batch_size.",
+    "(uniformly; paper Section 5.2.2). 0: no replay. At least --batch_size.",
 )
 flags.DEFINE_float(
     "replay_fraction",

@@ -18,7 +18,7 @@ import tensorflow as tf
 from impala_tf import vtrace
 
 REWARD_CLIPPING_MODES = ("abs_one", "soft_asymmetric", "none")
-# Paper section 5.2.1: V-trace; no correction; ε inside log π; 1-step importance sampling.
+# Paper section 5.2.2: V-trace; no correction; ε inside log π; 1-step importance sampling.
 CORRECTIONS = ("vtrace", "none", "epsilon", "is1")
 
 # log ρ of masked transitions: ρ = c = exp(-1e9) = 0 exactly, so v_t = V(x_t) there and no trace crosses it.
@@ -123,7 +123,7 @@ def impala_loss(
     total = −Σ log π(a_t|x_t) A_t  +  baseline_cost · ½ Σ (v_t − V(x_t))²  +  entropy_cost · Σ Σ_a π log π,
 
     summed (not averaged) over the unmasked [T, B] steps, as in scalable_agent, so that the paper's learning
-    rate 6e-4 applies unchanged. Targets v_t and advantages A_t are constants. Corrections (paper 5.2.1):
+    rate 6e-4 applies unchanged. Targets v_t and advantages A_t are constants. Corrections (paper 5.2.2):
       "vtrace":  v_t and A_t from V-trace with the config's ρ̄ and ρ̄_pg.
       "none":    as if the data were on-policy: V-trace with log ρ = 0.
       "epsilon": as "none", with log(π(a) + ε) in the policy-gradient term.

@@ -1,4 +1,4 @@
-"""Experience replay for the learner (Espeholt et al. 2018, Section 5.2.1): a FIFO buffer of whole unrolls and
+"""Experience replay for the learner (Espeholt et al. 2018, Section 5.2.2): a FIFO buffer of whole unrolls and
 the batches that mix replayed unrolls with fresh ones.
 
 A learner batch of B unrolls with replay fraction f holds B − round(f·B) fresh unrolls first, then round(f·B)

@@ -203,7 +203,7 @@ def test_rewards_are_clipped_per_config():
     assert np.abs(raw_logs["vs"]).max() > 10 * np.abs(clipped_logs["vs"]).max()
 
 
-# Off-policy corrections (paper section 5.2.1).
+# Off-policy corrections (paper section 5.2.2).
 
 
 def test_corrections_agree_on_policy_data():
