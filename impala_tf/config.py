@@ -14,7 +14,7 @@ from typing import Any
 
 from absl import flags
 
-from impala_tf import networks
+from impala_tf import losses, networks
 
 FLAGS = flags.FLAGS
 
@@ -104,11 +104,11 @@ flags.DEFINE_bool(
 )
 
 # Loss.
-flags.DEFINE_enum("correction", "vtrace", ["vtrace", "none", "epsilon", "is1"], "Off-policy correction.")
+flags.DEFINE_enum("correction", "vtrace", list(losses.CORRECTIONS), "Off-policy correction.")
 flags.DEFINE_float("discount", 0.99, "Discount gamma.")
 flags.DEFINE_float("baseline_cost", 0.5, "Baseline loss weight.")
 flags.DEFINE_float("entropy_cost", 0.01, "Entropy bonus weight.")
-flags.DEFINE_enum("reward_clipping", "abs_one", ["abs_one", "soft_asymmetric", "none"], "Reward clipping.")
+flags.DEFINE_enum("reward_clipping", "abs_one", list(losses.REWARD_CLIPPING_MODES), "Reward clipping.")
 flags.DEFINE_float("clip_rho_threshold", 1.0, "V-trace rho-bar (value targets).")
 flags.DEFINE_float("clip_pg_rho_threshold", 1.0, "V-trace pg-rho-bar (policy gradient).")
 flags.DEFINE_bool("popart", False, "PopArt multi-task value normalisation (Hessel et al. 2019).")

@@ -310,7 +310,8 @@ class Learner(tf.Module):
 
         return self._strategy.experimental_distribute_values_from_function(on_replica)
 
-    def _loss(self, batch: Unroll, mask: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    def _loss(self, batch: Unroll) -> tuple[tf.Tensor, dict[str, tf.Tensor], tf.Tensor]:
+        """Steps 1-2: (total loss, loss logs, mask [T, B]) of a batch [T+1, B]."""
         outputs, _ = self.network.unroll(
             batch.observation,
             batch.prev_action,
@@ -319,12 +320,15 @@ class Learner(tf.Module):
             batch.task_id,
             batch.agent_state,
         )
+        # The one time shift. Transition t is x_t -> x_{t+1}: it takes step t's logits, value, behaviour logits
+        # and action, and the reward and discount of ARRIVING at step t+1; step T only bootstraps. A transition
+        # whose step t is LAST does not exist (step t+1 is the next episode's FIRST): the mask drops it.
+        mask = tf.cast(tf.not_equal(batch.step_type[:-1], _LAST), tf.float32)
         popart_mu = popart_sigma = None
         if self.uses_popart:
             popart_mu = tf.gather(self.popart_mu, batch.task_id)
             popart_sigma = tf.gather(popart.sigma_from_moments(self.popart_mu, self.popart_nu), batch.task_id)
-        # Transition t is x_t -> x_{t+1}: rewarded and discounted on arrival at t+1.
-        return impala_loss(
+        total_loss, logs = impala_loss(
             target_logits=outputs.policy_logits[:-1],
             baseline=outputs.baseline[:-1],
             bootstrap_value=outputs.baseline[-1],
@@ -337,13 +341,12 @@ class Learner(tf.Module):
             popart_mu=popart_mu,
             popart_sigma=popart_sigma,
         )
+        return total_loss, logs, mask
 
     def _gradients(self, batch: Unroll) -> tuple[tf.Tensor, dict[str, tf.Tensor], list[tf.Tensor], tf.Tensor]:
-        """Steps 1-2: (total loss, loss logs, gradients, mask [T, B]) of a batch [T+1, B]."""
-        # Transition t does not exist when step t ended an episode: step t+1 is the FIRST of the next one.
-        mask = tf.cast(tf.not_equal(batch.step_type[:-1], _LAST), tf.float32)
+        """Steps 1-2 and their gradients: (total loss, loss logs, gradients, mask [T, B]) of a batch [T+1, B]."""
         with tf.GradientTape() as tape:
-            total_loss, loss_logs = self._loss(batch, mask)
+            total_loss, loss_logs, mask = self._loss(batch)
         gradients = tape.gradient(total_loss, self._trainable)
         return total_loss, loss_logs, gradients, mask
 

@@ -12,14 +12,14 @@ the paper's hyperparameters (learning rate 6e-4, baseline cost 0.5, entropy cost
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import NamedTuple
 
 import tensorflow as tf
 
-from impala_tf import vtrace
+from impala_tf import popart, vtrace
 
-REWARD_CLIPPING_MODES = ("abs_one", "soft_asymmetric", "none")
-# Paper section 5.2.2: V-trace; no correction; ε inside log π; 1-step importance sampling.
-CORRECTIONS = ("vtrace", "none", "epsilon", "is1")
+REWARD_CLIPPING_MODES = ("abs_one", "soft_asymmetric", "none")  # --reward_clipping's choices
 
 # log ρ of masked transitions: ρ = c = exp(-1e9) = 0 exactly, so v_t = V(x_t) there and no trace crosses it.
 _MASKED_LOG_RHO = -1e9
@@ -105,6 +105,100 @@ def negative_entropy(logits: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(policy * tf.where(policy > 0, log_policy, tf.zeros_like(log_policy)), axis=-1)
 
 
+# --- The three loss terms (scalable_agent's experiment.py), summed over the real [T, B] steps --------------------
+
+
+def policy_gradient_loss(log_probs: tf.Tensor, advantages: tf.Tensor, real: tf.Tensor) -> tf.Tensor:
+    """−Σ log π(a_t|x_t) · A_t over real steps; A_t is a constant. [T, B], [T, B], bool [T, B] -> []."""
+    return -_masked_sum(log_probs * tf.stop_gradient(advantages), real)
+
+
+def baseline_loss(targets: tf.Tensor, values: tf.Tensor, real: tf.Tensor) -> tf.Tensor:
+    """½ Σ (v_t − V(x_t))² over real steps; v_t is a constant. [T, B], [T, B], bool [T, B] -> []."""
+    return 0.5 * _masked_sum(tf.square(tf.stop_gradient(targets) - values), real)
+
+
+def entropy_loss(logits: tf.Tensor, real: tf.Tensor) -> tf.Tensor:
+    """Σ Σ_a π log π (the negative entropy) over real steps. [T, B, A], bool [T, B] -> []."""
+    return _masked_sum(negative_entropy(logits), real)
+
+
+# --- Off-policy corrections: one signature, one registry ----------------------------------------------------------
+
+
+class CorrectionInputs(NamedTuple):
+    """What a correction sees, all float32 `[T, B]` (values unnormalised)."""
+
+    target_log_probs: tf.Tensor  # log π(a_t|x_t), differentiable
+    behaviour_log_probs: tf.Tensor  # log μ(a_t|x_t)
+    discounts: tf.Tensor  # γ · environment discount of t -> t+1
+    rewards: tf.Tensor  # clipped rewards of t -> t+1
+    values: tf.Tensor  # V(x_t)
+    bootstrap_value: tf.Tensor  # V(x_T): [B]
+    real: tf.Tensor  # bool: False on LAST -> FIRST reset transitions
+
+
+class Targets(NamedTuple):
+    """A correction's output, float32 `[T, B]`: value targets v_t, the policy gradient's advantages A_t and the
+    log-probabilities they multiply."""
+
+    vs: tf.Tensor
+    pg_advantages: tf.Tensor
+    pg_log_probs: tf.Tensor
+
+
+def _log_rhos(x: CorrectionInputs) -> tf.Tensor:
+    return tf.stop_gradient(x.target_log_probs) - x.behaviour_log_probs
+
+
+def _vtrace_targets(
+    x: CorrectionInputs, log_rhos: tf.Tensor, clip_rho: float | None, clip_pg_rho: float | None
+) -> Targets:
+    # Reset transitions get ρ = c = exp(-1e9) = 0: v_t = V(x_t) there, and no trace crosses into earlier steps.
+    returns = vtrace.from_importance_weights(
+        log_rhos=tf.where(x.real, log_rhos, _MASKED_LOG_RHO),
+        discounts=x.discounts,
+        rewards=x.rewards,
+        values=x.values,
+        bootstrap_value=x.bootstrap_value,
+        clip_rho_threshold=clip_rho,
+        clip_pg_rho_threshold=clip_pg_rho,
+    )
+    return Targets(returns.vs, returns.pg_advantages, x.target_log_probs)
+
+
+def vtrace_correction(x: CorrectionInputs, config: LossConfig) -> Targets:
+    """V-trace targets and advantages with the config's ρ̄ and ρ̄_pg (paper equation 1 and section 4.2)."""
+    return _vtrace_targets(x, _log_rhos(x), config.clip_rho_threshold, config.clip_pg_rho_threshold)
+
+
+def no_correction(x: CorrectionInputs, config: LossConfig) -> Targets:
+    """As if the data were on-policy: V-trace with ρ = c = 1 whatever the thresholds (n-step returns)."""
+    del config
+    return _vtrace_targets(x, tf.zeros_like(x.target_log_probs), None, None)
+
+
+def epsilon_correction(x: CorrectionInputs, config: LossConfig) -> Targets:
+    """No correction, with log(π(a) + ε) in the policy gradient so that a tiny π(a) cannot blow it up."""
+    targets = no_correction(x, config)
+    return targets._replace(pg_log_probs=tf.math.log(tf.exp(x.target_log_probs) + config.epsilon))
+
+
+def one_step_importance_sampling(x: CorrectionInputs, config: LossConfig) -> Targets:
+    """No-correction targets; A_t weighted by that step's unclipped importance weight π(a_t|x_t) / μ(a_t|x_t)."""
+    targets = no_correction(x, config)
+    return targets._replace(pg_advantages=tf.exp(_log_rhos(x)) * targets.pg_advantages)
+
+
+# --correction's choices, paper section 5.2.2. A new correction is one function above and one entry here.
+CORRECTIONS: dict[str, Callable[[CorrectionInputs, LossConfig], Targets]] = {
+    "vtrace": vtrace_correction,
+    "none": no_correction,
+    "epsilon": epsilon_correction,
+    "is1": one_step_importance_sampling,
+}
+
+
 def impala_loss(
     target_logits: tf.Tensor,
     baseline: tf.Tensor,
@@ -123,8 +217,8 @@ def impala_loss(
     total = −Σ log π(a_t|x_t) A_t  +  baseline_cost · ½ Σ (v_t − V(x_t))²  +  entropy_cost · Σ Σ_a π log π,
 
     summed (not averaged) over the unmasked [T, B] steps, as in scalable_agent, so that the paper's learning
-    rate 6e-4 applies unchanged. Targets v_t and advantages A_t are constants. Corrections (paper 5.2.2):
-      "vtrace":  v_t and A_t from V-trace with the config's ρ̄ and ρ̄_pg.
+    rate 6e-4 applies unchanged. Targets v_t and advantages A_t are constants and come from `CORRECTIONS`:
+      "vtrace":  V-trace with the config's ρ̄ and ρ̄_pg.
       "none":    as if the data were on-policy: V-trace with log ρ = 0.
       "epsilon": as "none", with log(π(a) + ε) in the policy-gradient term.
       "is1":     targets as "none"; A_t multiplied by that step's unclipped importance weight π/μ.
@@ -132,8 +226,9 @@ def impala_loss(
     trace leaks into earlier steps.
 
     With PopArt (Hessel et al. 2019), `baseline` and `bootstrap_value` are normalised outputs ñ of each
-    unroll's task head: V-trace runs on V = σ ñ + μ, the baseline loss compares (v_t − μ)/σ with ñ, and A_t is
-    divided by σ.
+    unroll's task head: the correction runs on V = σ ñ + μ (`popart.denormalise`), the baseline loss compares
+    (v_t − μ)/σ (`popart.normalise`) with ñ, and A_t is divided by σ. Without PopArt μ = 0 and σ = 1, which
+    change nothing exactly.
 
     Args:
       target_logits: float32 [T, B, A] learner policy logits (illegal actions at a large negative value).
@@ -158,84 +253,48 @@ def impala_loss(
         raise ValueError("give both popart_mu and popart_sigma, or neither")
     target_logits = tf.convert_to_tensor(target_logits, tf.float32)
     baseline = tf.convert_to_tensor(baseline, tf.float32)
-    bootstrap_value = tf.convert_to_tensor(bootstrap_value, tf.float32)
-    behaviour_logits = tf.convert_to_tensor(behaviour_logits, tf.float32)
     actions = tf.convert_to_tensor(actions, tf.int32)
-    env_discounts = tf.convert_to_tensor(env_discounts, tf.float32)
     real = tf.convert_to_tensor(mask, tf.float32) > 0
+    mu = 0.0 if popart_mu is None else tf.convert_to_tensor(popart_mu, tf.float32)
+    sigma = 1.0 if popart_sigma is None else tf.convert_to_tensor(popart_sigma, tf.float32)
 
-    rewards = clip_rewards(rewards, config.reward_clipping)
-    discounts = config.discount * env_discounts
-
-    target_log_probs = vtrace.action_log_probs(target_logits, actions)
-    behaviour_log_probs = vtrace.action_log_probs(behaviour_logits, actions)
-    log_rhos = tf.stop_gradient(target_log_probs) - behaviour_log_probs
-    rhos = tf.exp(log_rhos)
-
-    if popart_mu is None:
-        values, bootstrap = baseline, bootstrap_value
-    else:
-        popart_mu = tf.convert_to_tensor(popart_mu, tf.float32)
-        popart_sigma = tf.convert_to_tensor(popart_sigma, tf.float32)
-        values = popart_sigma * baseline + popart_mu
-        bootstrap = popart_sigma * bootstrap_value + popart_mu
-
-    if config.correction == "vtrace":
-        trace_log_rhos = log_rhos
-        clip_rho, clip_pg_rho = config.clip_rho_threshold, config.clip_pg_rho_threshold
-    else:
-        # On-policy targets: ρ = c = 1 regardless of thresholds (a ρ̄ < 1 would otherwise still scale them).
-        trace_log_rhos = tf.zeros_like(log_rhos)
-        clip_rho, clip_pg_rho = None, None
-    trace_log_rhos = tf.where(real, trace_log_rhos, _MASKED_LOG_RHO)
-    returns = vtrace.from_importance_weights(
-        log_rhos=trace_log_rhos,
-        discounts=discounts,
-        rewards=rewards,
-        values=values,
-        bootstrap_value=bootstrap,
-        clip_rho_threshold=clip_rho,
-        clip_pg_rho_threshold=clip_pg_rho,
+    inputs = CorrectionInputs(
+        target_log_probs=vtrace.action_log_probs(target_logits, actions),
+        behaviour_log_probs=vtrace.action_log_probs(
+            tf.convert_to_tensor(behaviour_logits, tf.float32), actions
+        ),
+        discounts=config.discount * tf.convert_to_tensor(env_discounts, tf.float32),
+        rewards=clip_rewards(rewards, config.reward_clipping),
+        values=popart.denormalise(baseline, mu, sigma),
+        bootstrap_value=popart.denormalise(tf.convert_to_tensor(bootstrap_value, tf.float32), mu, sigma),
+        real=real,
     )
-    vs, pg_advantages = returns.vs, returns.pg_advantages
-    if config.correction == "is1":
-        pg_advantages = tf.stop_gradient(rhos) * pg_advantages
+    targets = CORRECTIONS[config.correction](inputs, config)
     # Zeroed, not only masked in the sum: a masked step's ρ may be NaN, and it is a factor of the gradient.
-    pg_advantages = tf.where(real, pg_advantages, tf.zeros_like(pg_advantages))
+    pg_advantages = tf.where(real, targets.pg_advantages, tf.zeros_like(targets.pg_advantages)) / sigma
 
-    if popart_mu is None:
-        normalised_vs = vs
-    else:
-        normalised_vs = (vs - popart_mu) / popart_sigma
-        pg_advantages = pg_advantages / popart_sigma
-
-    if config.correction == "epsilon":
-        pg_log_probs = tf.math.log(tf.exp(target_log_probs) + config.epsilon)
-    else:
-        pg_log_probs = target_log_probs
-
-    pg_loss = -_masked_sum(pg_log_probs * pg_advantages, real)
-    baseline_loss = config.baseline_cost * 0.5 * _masked_sum(tf.square(normalised_vs - baseline), real)
-    neg_entropy = negative_entropy(target_logits)
-    entropy_loss = config.entropy_cost * _masked_sum(neg_entropy, real)
-    total_loss = pg_loss + baseline_loss + entropy_loss
+    pg_loss = policy_gradient_loss(targets.pg_log_probs, pg_advantages, real)
+    value_loss = config.baseline_cost * baseline_loss(popart.normalise(targets.vs, mu, sigma), baseline, real)
+    neg_entropy_loss = config.entropy_cost * entropy_loss(target_logits, real)
+    total_loss = pg_loss + value_loss + neg_entropy_loss
 
     num_real = tf.maximum(tf.reduce_sum(tf.cast(real, tf.float32)), 1.0)
+    rhos = tf.exp(_log_rhos(inputs))
     if config.clip_rho_threshold is None:
         clipped_rhos = tf.zeros_like(rhos)
     else:
         clipped_rhos = tf.cast(rhos > config.clip_rho_threshold, tf.float32)
     logs = {
         "pg_loss": pg_loss,
-        "baseline_loss": baseline_loss,
-        "entropy_loss": entropy_loss,
-        "entropy": -_masked_sum(neg_entropy, real) / num_real,
+        "baseline_loss": value_loss,
+        "entropy_loss": neg_entropy_loss,
+        "entropy": -entropy_loss(target_logits, real) / num_real,
         "mean_rho": tf.stop_gradient(_masked_sum(rhos, real)) / num_real,
         "clipped_rho_fraction": _masked_sum(clipped_rhos, real) / num_real,
-        "mean_vs": _masked_sum(vs, real) / num_real,
+        "mean_vs": _masked_sum(targets.vs, real) / num_real,
         "mean_advantage": _masked_sum(pg_advantages, real) / num_real,
         "advantage_std": tf.sqrt(_masked_sum(tf.square(pg_advantages), real) / num_real),
         "logit_std": _logit_std(target_logits, real),
-        "vs": vs,
+        "vs": targets.vs,
     }
     return total_loss, logs

@@ -18,6 +18,16 @@ SIGMA_MIN = 1e-4
 SIGMA_MAX = 1e6
 
 
+def normalise(values: tf.Tensor, mu: tf.Tensor, sigma: tf.Tensor) -> tf.Tensor:
+    """(v − μ) / σ: unnormalised values to the value head's scale. μ, σ broadcast against v (e.g. [B] vs [T, B])."""
+    return (values - mu) / sigma
+
+
+def denormalise(values: tf.Tensor, mu: tf.Tensor, sigma: tf.Tensor) -> tf.Tensor:
+    """σ ñ + μ: the value head's normalised outputs back to unnormalised values (the inverse of `normalise`)."""
+    return sigma * values + mu
+
+
 def initial_statistics(num_tasks: int) -> tuple[tf.Tensor, tf.Tensor]:
     """μ = 0, ν = 1 for every task, so that σ = 1 and normalised values equal unnormalised ones at start.
 

@@ -432,3 +432,27 @@ def test_loss_and_gradients_compile_under_xla():
     np.testing.assert_allclose(logs["vs"], eager_logs["vs"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(grad_logits, eager_grad_logits, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(grad_baseline, eager_grad_baseline, rtol=1e-4, atol=1e-6)
+
+
+def test_a_new_correction_is_one_function_and_one_registry_entry(monkeypatch):
+    """The registry is the only place that knows the corrections: LossConfig, the loss and --correction read it."""
+
+    def halved_vtrace(x, config):
+        targets = losses.vtrace_correction(x, config)
+        return targets._replace(pg_advantages=0.5 * targets.pg_advantages)
+
+    monkeypatch.setitem(losses.CORRECTIONS, "halved_vtrace", halved_vtrace)
+    batch = make_batch(3)
+    _, vtrace_logs, _, _ = loss_and_gradients(batch, LossConfig(correction="vtrace"))
+    _, halved_logs, _, _ = loss_and_gradients(batch, LossConfig(correction="halved_vtrace"))
+    np.testing.assert_allclose(halved_logs["pg_loss"], 0.5 * vtrace_logs["pg_loss"], rtol=1e-5)
+    np.testing.assert_allclose(halved_logs["baseline_loss"], vtrace_logs["baseline_loss"], rtol=1e-6)
+
+
+def test_the_flags_offer_exactly_the_registered_corrections_and_clipping_modes():
+    from absl import flags
+
+    from impala_tf import config  # noqa: F401  (defines the flags)
+
+    assert flags.FLAGS["correction"].parser.enum_values == list(losses.CORRECTIONS)
+    assert flags.FLAGS["reward_clipping"].parser.enum_values == list(losses.REWARD_CLIPPING_MODES)
