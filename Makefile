@@ -87,7 +87,7 @@ leaderboards: setup
 
 SOAK_MINUTES ?= 30
 soak: setup
-	$(PY) tests/soak.py --minutes=$(SOAK_MINUTES)
+	$(PY) -m bench.soak --minutes=$(SOAK_MINUTES)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -166,7 +166,7 @@ def test_actor_fetches_parameters_after_every_kth_batch_of_unrolls(refresh):
 
 def train_catch(logdir: Path, correction: str, refresh: int, seed: int) -> tuple[float, float]:
     """(mean logged policy lag, mean evaluation score) of one Catch run."""
-    args = ["experiments.policy_lag", "--suite=catch", f"--logdir={logdir}", f"--seed={seed}"]
+    args = ["suites.catch", f"--logdir={logdir}", f"--seed={seed}"]
     args += [f"--correction={correction}", f"--param_refresh_unrolls={refresh}", *CATCH_FLAGS]
     lag = mean_logged_lag(run_binary(args, timeout=900).stdout)
     return lag, evaluate(logdir, episodes=100)["catch"]

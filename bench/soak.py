@@ -1,6 +1,6 @@
 """Soak test (`make soak`): a long run with random actor failures and one kill -9 + resume, then checks.
 
-    python tests/soak.py [--minutes=30] [--suite=catch] [--fault_rate=0.001] [--logdir=DIR]
+    python -m bench.soak [--minutes=30] [--suite=catch] [--fault_rate=0.001] [--logdir=DIR]
 
 Phase 1 trains with actors that fail at random (IMPALA_TF_FAULT_RATE: the chance that an actor raises after an
 unroll) and is killed with SIGKILL at a random moment 30-60% into the time budget; phase 2 re-runs the same
