@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
-from impala_tf import leaderboard, scoring, transfer
+from impala_tf import leaderboard, scoring, transfer, writers
 
 CORRECTIONS = {  # --correction value -> the paper's row name
     "none": "No-correction",
@@ -191,7 +191,7 @@ def _curves_png(board: leaderboard.Leaderboard, suite: leaderboard.SuiteInfo) ->
             if j == 0:
                 axis.set_ylabel("mean normalised training return (%)")
     figure.tight_layout()
-    return transfer.png_bytes(figure)
+    return writers.png_bytes(figure)
 
 
 def report(inputs: Path, normaliser: str, out: Path, resamples: int) -> str:
@@ -257,7 +257,7 @@ def report(inputs: Path, normaliser: str, out: Path, resamples: int) -> str:
             f"{len(result.seeds)},{mean.point:.3f},{mean.low:.3f},{mean.high:.3f},"
             + ",".join(f"{means.get(g, math.nan):.3f}" for g in games)
         )
-    transfer.write_outputs(
+    writers.write_files(
         {
             "README.md": text,
             "ablation.csv": "\n".join(csv_lines) + "\n",

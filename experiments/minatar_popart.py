@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
-from impala_tf import leaderboard, scoring, transfer
+from impala_tf import leaderboard, scoring, transfer, writers
 
 REWARD_SCALE = "breakout=1,space_invaders=10,freeway=100,asterix=1000,seaquest=0.1"
 CONFIGS = {
@@ -151,7 +151,7 @@ def report(workdir: Path, configs: list[str], normaliser: str, out: Path, resamp
     axis.set_title("MinAtar, rewards rescaled ×0.1 … ×1000 per game", fontsize=9)
     axis.legend(fontsize=8)
     figure.tight_layout()
-    transfer.write_outputs({"popart.png": transfer.png_bytes(figure)}, out)
+    writers.write_files({"popart.png": writers.png_bytes(figure)}, out)
 
     means = {a.name: a.game_means(False) for a in board.agents}
     best_per_game = {game: max(configs, key=lambda name: means[name][game]) for game in suite.games}
@@ -195,7 +195,7 @@ def report(workdir: Path, configs: list[str], normaliser: str, out: Path, resamp
         leaderboard.per_game_table(board).markdown(),
     ]
     text = "\n".join([*lines, ATARI57_JOB])
-    transfer.write_outputs({"popart.md": text}, out)
+    writers.write_files({"popart.md": text}, out)
     return text
 
 

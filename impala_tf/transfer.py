@@ -38,7 +38,6 @@ Every output file is written to a temporary name and renamed into place.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
 import os
@@ -49,7 +48,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 from absl import flags
@@ -316,7 +315,7 @@ def experts_png(comparison: ExpertsComparison) -> bytes:
     axis.set_xlabel(f"multi-task − experts ({unit}{', symlog' if c.normalised else ''})")
     axis.set_title(f"{c.multitask} vs {c.experts}: +{counts.positive} / −{counts.negative}", fontsize=9)
     figure.tight_layout()
-    return png_bytes(figure)
+    return writers.png_bytes(figure)
 
 
 # --- Transfer matrix ------------------------------------------------------------------------------
@@ -550,7 +549,7 @@ def matrix_png(matrix: TransferMatrix) -> bytes:
         axis.set_title(f"{title} vs scratch (%)", fontsize=9)
         figure.colorbar(image, ax=axis, shrink=0.8)
     figure.tight_layout()
-    return png_bytes(figure)
+    return writers.png_bytes(figure)
 
 
 # --- Running the matrix -----------------------------------------------------------------------------
@@ -731,38 +730,6 @@ def adapt_checkpoint(source_run: Path, target_game: str, out_dir: Path) -> Path:
 # --- Output ---------------------------------------------------------------------------------------
 
 
-def png_bytes(figure: Any) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, metadata={"Software": None})
-    plt.close(figure)
-    return buffer.getvalue()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_outputs(files: Mapping[str, str | bytes], out_dir: Path) -> None:
-    """Each file written atomically into `out_dir` (other files there are left alone)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, content in files.items():
-        if isinstance(content, bytes):
-            atomic_write_bytes(out_dir / name, content)
-        else:
-            writers.atomic_write_text(out_dir / name, content)
-
-
 # --- Binary ---------------------------------------------------------------------------------------
 
 
@@ -812,7 +779,7 @@ def _experts_main(fv: flags.FlagValues) -> int:
             strict=True,
         )
     )
-    write_outputs(files, out)
+    writers.write_files(files, out)
     counts = comparison.counts
     print(
         f"{comparison.multitask} vs {comparison.experts} on {len(comparison.games)} games: "
@@ -871,7 +838,7 @@ def _matrix_main(fv: flags.FlagValues, runner: Runner = subprocess_runner) -> in
             MATRIX_FILES, (matrix_markdown(matrix, plan), matrix_csv(matrix), matrix_png(matrix)), strict=True
         )
     )
-    write_outputs(files, out)
+    writers.write_files(files, out)
     print(
         f"transfer matrix over {len(plan.games)} games, {len(plan.seeds)} seed(s): wrote {out}/{MATRIX_FILES[0]}"
     )

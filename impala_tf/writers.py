@@ -35,13 +35,14 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's 0600 would hide reports from other users
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes `text` to `path` through a temporary file and an atomic rename (fsynced)."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Writes `data` to `path` through a temporary file and an atomic rename (fsynced): the one atomic writer
+    every file a run or report writes goes through."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
             os.fchmod(f.fileno(), _FILE_MODE)
@@ -49,6 +50,34 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """`atomic_write_bytes` of UTF-8 text."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_files(files: Mapping[str, str | bytes], out_dir: str | os.PathLike) -> None:
+    """Each file written atomically into `out_dir` (created if needed; other files there are left alone)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        if isinstance(content, str):
+            content = content.encode("utf-8")
+        if not isinstance(content, bytes):
+            raise TypeError(f"{name}: expected text or bytes, got {type(content).__name__}")
+        atomic_write_bytes(out_dir / name, content)
+
+
+def png_bytes(figure: Any, dpi: int = 90) -> bytes:
+    """A matplotlib figure as PNG bytes, without a version stamp (so that regenerated reports diff clean); closes
+    the figure."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+    plt.close(figure)
+    return buffer.getvalue()
 
 
 def remove_stale_temporaries(directory: str | os.PathLike) -> None:
