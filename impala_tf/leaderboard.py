@@ -399,9 +399,18 @@ def _trained_games(run_dir: Path) -> int | None:
 
 
 def _run_dirs(path: Path) -> list[Path]:
-    """A run directory, or the run directories directly inside a folder."""
+    """A run directory, the run directories directly inside a folder, or a PBT directory's best member (named in
+    its pbt.json by `impala_tf.pbt`)."""
     if (path / "eval_summary.json").exists():
         return [path]
+    if (path / "pbt.json").exists():
+        try:
+            best = path / json.loads((path / "pbt.json").read_text())["best_member"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise InputError(f"{path / 'pbt.json'}: unreadable ({error})") from None
+        if not (best / "eval_summary.json").exists():
+            raise InputError(f"{best}: the best PBT member is not evaluated (run impala_tf.evaluate on it)")
+        return [best]
     if not path.is_dir():
         raise InputError(f"{path}: no such run directory")
     inside = sorted(p for p in path.iterdir() if (p / "eval_summary.json").exists())

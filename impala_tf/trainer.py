@@ -308,10 +308,15 @@ class Trainer:
             },
         )
 
-    def run(self) -> int:
-        """Trains until the frame budget, a signal, or a fatal error; returns the exit code (EXIT_*)."""
+    def run(self, until_frames: int | None = None) -> int:
+        """Trains until the frame budget (or `until_frames`, when sooner: a stretch of a longer run, which the
+        learning-rate schedule still anneals over the whole budget), a signal, or a fatal error; returns the
+        exit code (EXIT_*)."""
         resumed_frames = self.checkpoints.restore_latest()  # a checkpoint overrides --init_from's weights
         frames0 = int(self.learner.num_frames.numpy())
+        stop_frames = self.total_frames if until_frames is None else min(until_frames, self.total_frames)
+        if frames0 >= stop_frames and stop_frames < self.total_frames:
+            return EXIT_OK
         if frames0 >= self.total_frames:
             print(
                 f"{self.logdir} is already trained to {frames0:,} frames (--total_frames={self.total_frames:,}); "
@@ -413,7 +418,7 @@ class Trainer:
                     episodes.append(task, frames, episode.episode_return, episode.episode_frames)
                     returns.add(task, episode.episode_return)
                 now = time.time()
-                if now - last_progress >= FLAGS.progress_every_secs or frames >= self.total_frames:
+                if now - last_progress >= FLAGS.progress_every_secs or frames >= stop_frames:
                     fps = (frames - last_frames) / (now - last_progress)
                     lag = lag_sum / max(lag_n, 1)
                     rss_mb = process.memory_info().rss / 2**20
@@ -448,7 +453,7 @@ class Trainer:
                 if now - last_checkpoint >= FLAGS.checkpoint_every_secs:
                     self.checkpoints.save()
                     last_checkpoint = now
-                if frames >= self.total_frames or stop.is_set():
+                if frames >= stop_frames or stop.is_set():
                     break
         except (OSError, checkpoints.CheckpointError) as error:  # a full disk, a logdir gone read-only
             _error(

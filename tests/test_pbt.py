@@ -1,0 +1,150 @@
+"""Population-based training on Ray Tune: a Catch population of 4 on 2 cores, killed once and resumed.
+
+One run of the binary serves every check: the driver is killed (its whole process group, Ray included) once a
+member has reported, the same command resumes it, and the finished population is then read back.
+"""
+
+import contextlib
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+pytest.importorskip("ray.tune")
+
+from impala_tf import pbt  # noqa: E402
+
+# Four members share two cores with their Ray services: minutes, not seconds.
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(1200)]
+
+TOTAL, INTERVAL = 30_000, 10_000
+COMMAND = [
+    sys.executable,
+    "-m",
+    "impala_tf.pbt",
+    "--suite=catch",
+    "--population=4",
+    f"--total_frames={TOTAL}",
+    f"--pbt_interval_frames={INTERVAL}",
+    "--pbt_burn_in_frames=0",
+    "--pbt_init=flags",  # every member starts at Catch's learning rate, so that every member can learn
+    "--member_cpus=0.5",
+    "--num_actors=1",
+    "--envs_per_actor=8",
+    "--batch_size=8",
+    "--unroll_length=5",
+    "--pbt_eval_episodes=50",
+    "--progress_every_secs=60",
+]
+
+
+def _histories(logdir: Path) -> dict[str, list[dict]]:
+    out = {}
+    for path in sorted((logdir / "members").glob("*/pbt_history.csv")):
+        with open(path, newline="") as f:
+            out[path.parent.name] = list(csv.DictReader(f))
+    return out
+
+
+def _ray_processes() -> set:
+    found = set()
+    for process in psutil.process_iter(["name", "cmdline"]):
+        text = " ".join([process.info["name"] or "", *(process.info["cmdline"] or [])])
+        if any(key in text for key in ("ray::", "raylet", "gcs_server", "ray/dashboard", "ray/_private")):
+            found.add(process)
+    return found
+
+
+@pytest.fixture(scope="module")
+def population(tmp_path_factory):
+    logdir = tmp_path_factory.mktemp("pbt") / "population"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "RAY_DEDUP_LOGS": "0"}
+    command = [*COMMAND, f"--logdir={logdir}"]
+    preexisting = _ray_processes()
+    first = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
+    )
+    deadline = time.time() + 600
+    while time.time() < deadline and first.poll() is None:
+        if any(len(rows) >= 1 for rows in _histories(logdir).values()):
+            break
+        time.sleep(1)
+    assert first.poll() is None, "the population finished before it could be killed"
+    os.killpg(first.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+    first.wait()
+    # Some of Ray's agents leave the process group: kill those of this run too (what `ray stop` would do).
+    for process in _ray_processes() - preexisting:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    reported_before_kill = {m: len(rows) for m, rows in _histories(logdir).items()}
+    second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert second.returncode == 0, second.stderr[-3000:]
+    return logdir, second.stdout, reported_before_kill
+
+
+def test_the_rerun_resumes_every_member_instead_of_starting_over(population):
+    logdir, out, reported_before_kill = population
+    assert "resuming the population" in out
+    for member_id, rows in _histories(logdir).items():
+        own = [int(r["frames"]) for r in rows if r["weights_from"] == member_id]
+        assert own == sorted(set(own)), (member_id, own)  # no stretch trained twice
+        assert own[-1] == TOTAL
+    assert sum(reported_before_kill.values()) >= 1
+
+
+def test_an_exploiting_member_continues_from_the_donors_weights_with_perturbed_hyperparameters(population):
+    logdir, _, _ = population
+    histories = _histories(logdir)
+    exploits = [r for m, rows in histories.items() for r in rows if r["weights_from"] != m]
+    assert exploits, "no member exploited"
+    for row in exploits:
+        donor_rows = [r for r in histories[row["weights_from"]] if r["frames"] == row["frames"]]
+        donor = donor_rows[0]
+        assert row["weights_digest"] == donor["weights_digest"]  # bit-equal weights right after the copy
+        for name in pbt.HYPERPARAMETERS:
+            ratio = float(row[name]) / float(donor[name])
+            assert min(abs(ratio - f) for f in pbt.PERTURBATION_FACTORS) < 1e-6, (name, ratio)
+
+
+def test_every_member_learns_and_the_best_is_evaluated_for_the_leaderboard(population):
+    logdir, _, _ = population
+    for member_id, rows in _histories(logdir).items():
+        last = [float(r["fitness"]) for r in rows if r["weights_from"] == member_id][-1]
+        assert last > 0.5, (member_id, last)  # a random Catch policy scores about -0.6
+    summary = json.loads((logdir / "pbt.json").read_text())
+    best = logdir / summary["best_member"]
+    evaluation = json.loads((best / "eval_summary.json").read_text())
+    assert evaluation["agent"] == pbt.BEST_AGENT
+    assert (logdir / "pbt.png").stat().st_size > 1000
+
+    from impala_tf import leaderboard
+
+    suite = leaderboard.resolve_suite("catch")
+    (agent,) = leaderboard.load_agents(suite, run_dirs=[str(logdir)])
+    assert agent.name == pbt.BEST_AGENT
+
+
+def test_fitness_is_the_mean_capped_human_normalised_score_or_the_mean_return():
+    reference = {"pong": (-20.7, 14.6), "breakout": (1.7, 30.5)}
+    returns = {"pong": [14.6 * 2, 14.6 * 2], "breakout": [1.7 + 0.5 * 28.8]}
+    assert math.isclose(pbt.fitness(returns, reference), (100.0 + 50.0) / 2)  # pong capped at 100 %
+    assert math.isclose(pbt.fitness({"catch": [1.0, 0.0]}, None), 0.5)
+    assert pbt.fitness({"catch": []}, None) == -math.inf
+
+
+def test_initial_population_is_reproducible_and_within_the_papers_ranges():
+    a, b = pbt.initial_population(24, seed=7), pbt.initial_population(24, seed=7)
+    assert a == b
+    learning_rates = np.array([m["learning_rate"] for m in a])
+    assert np.all((5e-6 <= learning_rates) & (learning_rates <= 5e-3))
+    assert {m["rmsprop_epsilon"] for m in a} <= {1e-1, 1e-3, 1e-5, 1e-7}
+    assert all(m["max_grad_norm"] == 40.0 for m in a)
