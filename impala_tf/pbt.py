@@ -191,8 +191,16 @@ def _recent_returns(run_dir: Path, tasks: Sequence[str], episodes: int) -> dict[
 
 
 def _append_history(run_dir: Path, row: Mapping[str, Any]) -> None:
+    """Appends a row, unless it repeats the last one: a driver killed between a member's report and Tune saving
+    it makes the member report the same stretch again on resume (same frames, same weights)."""
     path = run_dir / "pbt_history.csv"
     new = not path.exists()
+    if not new:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        keys = ("frames", "weights_from", "weights_digest")
+        if rows and all(rows[-1][k] == str(row[k]) for k in keys):
+            return
     with open(path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
         if new:

@@ -26,7 +26,7 @@ from impala_tf import pbt  # noqa: E402
 # Four members share two cores with their Ray services: minutes, not seconds.
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(1200)]
 
-TOTAL, INTERVAL = 30_000, 10_000
+TOTAL, INTERVAL = 20_000, 10_000
 COMMAND = [
     sys.executable,
     "-m",
