@@ -287,16 +287,19 @@ class Learner(tf.Module):
         """The learning rate the next update will use: float32 []."""
         return linear_learning_rate(self.optimizer_config.learning_rate, self.num_frames, self.total_frames)
 
-    def step(self, batch: Unroll) -> dict[str, tf.Tensor]:
+    def step(self, batch: Unroll, num_replayed: int | tf.Tensor = 0) -> dict[str, tf.Tensor]:
         """One update on a time-major batch; returns scalar logs (loss terms, grad_norm, learning_rate, ...).
 
         `batch` fields are `[T+1, B, ...]` (task_id, policy_version `[B]`; agent_state `[2, B, H]`), with the
         dtypes of `impala_tf.unroll.unroll_dtypes` (observation uint8 all the way into the network). With a
-        strategy, B must be divisible by the number of replicas.
+        strategy, B must be divisible by the number of replicas. `num_replayed` of its unrolls came from replay:
+        `num_frames` (the budget and the learning-rate schedule) counts only the fresh ones' frames, which the
+        environments produced for this update.
         """
+        num_replayed = tf.convert_to_tensor(num_replayed, tf.int32)
         if self._strategy is None:
-            return self._compiled_step(batch)
-        return self._compiled_step(self._distribute(batch))
+            return self._compiled_step(batch, num_replayed)
+        return self._compiled_step(self._distribute(batch), num_replayed)
 
     def _distribute(self, batch: Unroll):
         """The host batch as per-replica slices, each copied to its replica's device."""
@@ -412,8 +415,10 @@ class Learner(tf.Module):
         loss_logs: dict[str, tf.Tensor],
         task_id: tf.Tensor,
         mask: tf.Tensor,
+        num_replayed: tf.Tensor,
     ) -> dict[str, tf.Tensor]:
-        """Steps 3-6 from the whole batch's gradients, loss logs (vs [T, B]), task_id [B] and mask [T, B]."""
+        """Steps 3-6 from the whole batch's gradients, loss logs (vs [T, B]), task_id [B], mask [T, B] and the
+        number of replayed unrolls in it (int32 [])."""
         clipped_gradients, grad_norm = tf.clip_by_global_norm(gradients, self.optimizer_config.max_grad_norm)
         finite = tf.logical_and(tf.math.is_finite(total_loss), tf.math.is_finite(grad_norm))
         learning_rate = self.learning_rate()
@@ -433,7 +438,8 @@ class Learner(tf.Module):
             return tf.constant(1.0), self._optimizer_diagnostics(zero_deltas)
 
         nonfinite, diagnostics = tf.cond(finite, apply, skip)
-        self.num_frames.assign_add(tf.cast(tf.size(mask) * self.frames_per_step, tf.int64))
+        fresh_steps = tf.shape(mask)[0] * (tf.shape(mask)[1] - num_replayed)
+        self.num_frames.assign_add(tf.cast(fresh_steps * self.frames_per_step, tf.int64))
 
         logs = {name: value for name, value in loss_logs.items() if value.shape.rank == 0}
         logs.update(diagnostics)
@@ -451,17 +457,17 @@ class Learner(tf.Module):
             )
         return logs
 
-    def _step(self, batch: Unroll) -> dict[str, tf.Tensor]:
+    def _step(self, batch: Unroll, num_replayed: tf.Tensor) -> dict[str, tf.Tensor]:
         total_loss, loss_logs, gradients, mask = self._gradients(batch)
-        return self._update(gradients, total_loss, loss_logs, batch.task_id, mask)
+        return self._update(gradients, total_loss, loss_logs, batch.task_id, mask, num_replayed)
 
-    def _mirrored_step(self, batch) -> dict[str, tf.Tensor]:
+    def _mirrored_step(self, batch, num_replayed: tf.Tensor) -> dict[str, tf.Tensor]:
         """One update from a per-replica batch: all-reduced gradients, then the same update on every copy."""
         whole_batch = self._strategy.run(self._all_reduce_gradients, args=(batch,))
         devices = self._strategy.extended.non_slot_devices(self._trainable)
         # Runs `_update` once per device on that device's copies (variables resolve to the local copy).
         per_device_logs = self._strategy.extended.update_non_slot(
-            devices, self._update, args=whole_batch, group=False
+            devices, self._update, args=(*whole_batch, num_replayed), group=False
         )
         return {name: copies[0] for name, copies in per_device_logs.items()}  # equal on every device
 

@@ -400,7 +400,7 @@ class Trainer:
                     age_sum += updates_before - float(np.mean(versions[num_fresh:]))
                     age_n += 1
                 runtime.before_update()  # actors asking for parameters now get this update's result
-                logs = self.learner.step(batch)
+                logs = self.learner.step(batch, num_replayed)
                 runtime.after_update()
                 nonfinite_streak = nonfinite_streak + 1 if float(logs["nonfinite"]) else 0
                 if nonfinite_streak >= learner_lib.MAX_NONFINITE_STREAK:

@@ -141,6 +141,13 @@ def test_learning_rate_anneals_linearly_with_num_frames():
     assert int(learner.num_frames.numpy()) == 3 * frames_per_update
 
 
+def test_replayed_unrolls_do_not_count_towards_the_frame_budget():
+    learner = make_learner(total_frames=10**9, frames_per_step=4)
+    learner.step(synthetic_batch(), num_replayed=B // 2)
+    assert int(learner.num_frames.numpy()) == T * (B - B // 2) * 4  # only what the environments produced
+    assert int(learner.num_updates.numpy()) == 1
+
+
 def test_rmsprop_update_follows_tf1_with_epsilon_inside_the_square_root():
     gradient = tf.constant([0.5, -2.0, 0.0])
     mean_square = tf.constant([1.0, 1.0, 0.25])
@@ -196,7 +203,7 @@ def test_xla_and_graph_steps_compute_the_same_update():
 def test_step_returns_only_scalar_logs_and_casts_uint8_observations_once_in_the_network():
     learner = make_learner(use_lstm=True, xla=True)
     batch = synthetic_batch(state_size=16)
-    concrete = learner._compiled_step.get_concrete_function(batch)
+    concrete = learner._compiled_step.get_concrete_function(batch, tf.constant(0))
 
     assert all(spec.shape.rank == 0 for spec in concrete.structured_outputs.values())
     assert {"total_loss", "grad_norm", "learning_rate", "nonfinite"} <= set(concrete.structured_outputs)
