@@ -7,14 +7,17 @@ Cells: {V-trace, 1-step IS, epsilon-correction, no correction} x {no replay, rep
 lag}, plus synchronous batched A2C (policy lag 0). Each run is one multi-task agent on the five MinAtar games with
 the suite's defaults, so a cell's columns are the five games and their aggregate.
 
-Budget: 2M frames per run (400K per game), 3 seeds: 17 cells x 3 seeds x 2M = 102M frames, about 3.3 h at the
-MinAtar loop's ~8.5K frames/s on 2 cores. By 400K frames per game the default agent has left random clearly on
-breakout, freeway and space_invaders (measured on the 5M-per-game multi-task run), which is where the corrections
-can differ; asterix and seaquest barely move at this budget and mostly add noise to the aggregate.
+Budget: 2M environment frames per run (400K per game; replayed unrolls do not count), 3 seeds: 17 cells x 3 seeds
+x 2M = 102M frames. At the MinAtar loop's ~8.5K frames/s on 2 cores a cell without replay takes ~4 min; a replay
+cell makes twice the learner updates per frame and runs at ~6K environment frames/s (~6 min): about 4.2 h in all.
+By 400K frames per game the default agent has left random clearly on breakout, freeway and space_invaders
+(measured on the 5M-per-game multi-task run), which is where the corrections can differ; asterix and seaquest
+barely move at this budget and mostly add noise to the aggregate.
 
 High lag: `--param_refresh_unrolls=20`: each actor refreshes its parameters every 20 rounds of its 30
-environments' unrolls, about 37 learner updates apart (2 actors x 30 unrolls x 20 / B=32), so the mean lag rises
-from ~3 to ~20 updates. Replay: half of each batch drawn uniformly from a FIFO buffer, as the paper's (Table D.3:
+environments' unrolls; measured on a 300K-frame smoke run (V-trace, replay on) the mean lag of fresh unrolls is
+~38 updates against ~3 by default, and replayed unrolls are ~110-140 updates old.
+Replay: half of each batch drawn uniformly from a FIFO buffer, as the paper's (Table D.3:
 10,000 trajectories, uniform, FIFO), but of 3,200 unrolls: a 2M-frame run makes only 100K unrolls, and 10,000
 would hold a tenth of the whole run; 3,200 (the fresh data of ~200 updates) keeps replayed unrolls ~100 updates
 old. The paper's section is 5.2.2 ("V-trace Analysis") in arXiv v3; its Table 2 is quoted from
