@@ -209,15 +209,21 @@ def validate(values: Any = None) -> None:
     for name in ("discount",):
         if not 0.0 <= getattr(f, name) <= 1.0:
             raise flags.ValidationError(f"--{name} must be in [0, 1], got {getattr(f, name)}")
-    for name in ("baseline_cost", "entropy_cost", "rmsprop_initial_mean_square"):
-        if not getattr(f, name) >= 0:  # also rejects NaN
+    for name in ("seed", "env_threads", "queue_capacity"):
+        if getattr(f, name) < 0:
             raise flags.ValidationError(f"--{name} must be >= 0, got {getattr(f, name)}")
+    for name in ("baseline_cost", "entropy_cost", "rmsprop_initial_mean_square", "learner_gpus"):
+        if not 0 <= getattr(f, name) < float("inf"):  # also rejects NaN
+            raise flags.ValidationError(f"--{name} must be a number >= 0, got {getattr(f, name)}")
+    if not 0 < f.popart_step_size <= 1:
+        raise flags.ValidationError(f"--popart_step_size must be in (0, 1], got {f.popart_step_size}")
     for name in (
         "learning_rate",
         "rmsprop_epsilon",
         "max_grad_norm",
         "clip_rho_threshold",
         "clip_pg_rho_threshold",
+        "actor_cpus",
     ):
         if not 0 < getattr(f, name) < float("inf"):
             raise flags.ValidationError(f"--{name} must be a positive number, got {getattr(f, name)}")

@@ -230,10 +230,6 @@ class Trainer:
             raise UserError(
                 f"--popart normalises values per task and needs a suite of 2 or more games; {suite.name} has 1"
             )
-        if FLAGS.queue_capacity < 0:
-            raise UserError(
-                f"--queue_capacity must be >= 0 (0: 2 x --batch_size), got {FLAGS.queue_capacity}"
-            )
 
         configure_intra_op_threads(
             config.intra_op_threads(

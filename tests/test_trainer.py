@@ -227,3 +227,32 @@ def test_a_synchronous_run_acts_every_unroll_with_the_learners_current_parameter
     assert int(run.learner.num_updates.numpy()) == 1_200 // (T * B)
     lags = [v for _, v in _scalars(tmp_path / "run" / "tensorboard", "perf/policy_lag")]
     assert lags and all(lag == 0.0 for lag in lags)
+
+
+def test_every_numeric_training_flag_is_rejected_at_its_definition_or_accepted_by_every_consumer():
+    """Walks each numeric training flag through -1, 0, NaN and inf: `config.validate` rejects the value with one
+    line, or the configs built from it (loss, optimiser, run spec) take it as it is — never a traceback later."""
+    import math
+
+    numeric = [
+        f.name
+        for f in FLAGS.get_flags_for_module(config.__name__)
+        if isinstance(f.default, int | float) and not isinstance(f.default, bool)
+    ]
+    assert {"learning_rate", "max_grad_norm", "replay_fraction", "popart_step_size", "actor_cpus"} <= set(numeric)
+    if not FLAGS.is_parsed():
+        FLAGS.mark_as_parsed()
+    accepted = set()
+    for name in numeric:
+        integer = isinstance(FLAGS[name].default, int)
+        for value in (-1, 0) if integer else (-1.0, 0.0, math.nan, math.inf):
+            with flagsaver.flagsaver(suite="catch", logdir="/nonexistent", **{name: value}):
+                try:
+                    config.validate()
+                except flags.ValidationError:
+                    continue
+                trainer.loss_config_from_flags()
+                trainer.optimizer_config_from_flags()
+                trainer.run_spec_from_flags(get_suite("catch"))
+                accepted.add((name, value))
+    assert all(value == 0 for _, value in accepted), sorted(accepted)  # only "0 = off / auto / default" passes
