@@ -11,7 +11,7 @@ import time
 
 from absl import flags
 
-from impala_tf import trainer
+from impala_tf import rundir, trainer
 
 FLAGS = flags.FLAGS
 
@@ -33,7 +33,7 @@ def measure_loop(suite: str, games: list[str], warmup_secs: float, window_secs: 
         }
         for key, value in values.items():
             setattr(FLAGS, key, value)
-        run = trainer.Trainer(trainer.resolve_suite(suite, games), logdir)
+        run = trainer.Trainer(rundir.resolve_suite(suite, games), logdir)
         thread = threading.Thread(target=run.run, daemon=True)
         started = time.perf_counter()
         thread.start()

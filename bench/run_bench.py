@@ -35,7 +35,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from bench.loop import measure_loop  # noqa: E402
-from impala_tf import config, envs, networks, replay, trainer  # noqa: E402
+from impala_tf import config, envs, networks, replay, rundir, trainer  # noqa: E402
 from impala_tf import learner as learner_lib
 from impala_tf.actor import ActingPolicy  # noqa: E402
 from impala_tf.envs.atari import default_num_threads  # noqa: E402
@@ -120,7 +120,7 @@ def _timed(fn, min_calls: int, min_secs: float, windows: int | None = None) -> f
 
 def bench_minatar(num_envs: int, secs: float) -> float:
     """Steps/s of the five-game MinAtar batched env (random actions): MinAtar's frames are its steps."""
-    suite = trainer.resolve_suite("minatar", [])
+    suite = rundir.resolve_suite("minatar", [])
     env = envs.make_batched_env(suite, [i % len(suite.games) for i in range(num_envs)], seed=0)
     rng = np.random.default_rng(0)
     num_actions = env.action_spec().num_values
@@ -250,7 +250,7 @@ def loop_overrides(quick: bool) -> dict:
 def bench_minatar_stages(secs: float, unroll_length: int, batch_size: int) -> dict[str, float]:
     """The MinAtar loop's stages alone (frames/s): one actor's environments (the suite's 30, five games),
     inference with the suite's network on that batch, and the learner's step."""
-    suite = trainer.resolve_suite("minatar", [])
+    suite = rundir.resolve_suite("minatar", [])
     num_envs = LOOPS["minatar"][1]["envs_per_actor"]
     env = envs.make_batched_env(suite, [i % len(suite.games) for i in range(num_envs)], seed=0)
     obs_shape, num_actions = tuple(env.observation_spec().shape), env.action_spec().num_values
@@ -294,7 +294,7 @@ def bench_minatar_stages(secs: float, unroll_length: int, batch_size: int) -> di
 def bench_replay_bytes(unroll_length: int) -> tuple[int, int]:
     """(bytes of one Atari unroll as the actor sends it, bytes the replay buffer keeps of it): real frames of
     the loop suite's first game, random actions."""
-    suite = trainer.resolve_suite(FLAGS.loop_suite, [])
+    suite = rundir.resolve_suite(FLAGS.loop_suite, [])
     env = envs.make_batched_env(suite, [0], seed=0)
     rng = np.random.default_rng(0)
     observations = [env.reset().observation[0]]
@@ -374,7 +374,7 @@ def main(argv):
     # Environment: raw vector env vs the batched interface, in the loop's configuration: the loop suite's games,
     # one actor's environments, the C++ threads an actor's env gets by default. The limit uses this row.
     # Best of WINDOWS measurements, like every stage.
-    loop_suite = trainer.resolve_suite(FLAGS.loop_suite, [])
+    loop_suite = rundir.resolve_suite(FLAGS.loop_suite, [])
     env = max(
         (
             envs.measure_env_fps(

@@ -14,7 +14,6 @@ exactly one game, so that short games are not over-represented. Writes, atomical
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,11 +27,12 @@ from impala_tf import (
     checkpoints,
     config,  # noqa: F401 - defines --logdir and the other training flags
     export,
+    rundir,
     writers,
 )
 from impala_tf.actor import ActingPolicy
 from impala_tf.envs.base import StepType
-from impala_tf.trainer import UserError
+from impala_tf.rundir import UserError
 
 FLAGS = flags.FLAGS
 
@@ -49,29 +49,9 @@ class EvalError(Exception):
     pass
 
 
-def load_run_spec(logdir: Path) -> tuple[dict, agent.RunSpec]:
-    """Rebuilds the run's spec from its config.json."""
-    path = logdir / "config.json"
-    if not path.exists():
-        raise EvalError(f"{logdir} is not a run directory (no config.json)")
-    try:
-        run_config = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise EvalError(f"{path} is malformed ({error})") from None
-    return run_config, run_spec_from_config(run_config, path)
-
-
-def run_spec_from_config(run_config: dict, where: Path) -> agent.RunSpec:
-    """The RunSpec of a run's config.json contents (`where` names the file in errors)."""
-    from impala_tf.trainer import resolve_suite
-
-    try:
-        f = run_config["flags"]
-        suite = resolve_suite(f["suite"], list(run_config["games"]))
-        spec = agent.run_spec_from_flags(suite, f)
-    except KeyError as error:
-        raise EvalError(f"{where} is malformed (missing {error})") from None
-    # Evaluation plays whole games in its own environments: one actor, one env per game played.
+def evaluation_spec(run_config: dict, where: Path) -> agent.RunSpec:
+    """The spec evaluation plays with: the run's, under its protocol, one environment per game played."""
+    spec = rundir.run_spec_from_config(run_config, where)
     return dataclasses.replace(spec, protocol=run_config.get("protocol"), num_actors=1, envs_per_actor=1)
 
 
@@ -109,7 +89,8 @@ def play_games(spec: agent.RunSpec, policy_step, initial_state, episodes: int, s
 
 
 def evaluate_run(logdir: Path, episodes: int | None, seed: int, agent_name: str | None) -> dict:
-    run_config, spec = load_run_spec(logdir)
+    run_config = rundir.load_config(logdir)
+    spec = evaluation_spec(run_config, logdir / "config.json")
     episodes = episodes or run_config["flags"].get("eval_episodes", 10)
     probe = agent.make_env(spec, [0], seed)
     network = agent.make_network(spec, probe)
@@ -133,7 +114,7 @@ def evaluate_saved_model(
     """Evaluates an exported policy under the protocol of the run it came from; writes into `out_dir`."""
     policy = export.ExportedPolicy(model_dir, seed=seed)
     run_config = policy.metadata["run_config"]
-    spec = run_spec_from_config(run_config, model_dir / "assets" / export.METADATA_ASSET)
+    spec = evaluation_spec(run_config, model_dir / "assets" / export.METADATA_ASSET)
     episodes = episodes or run_config["flags"].get("eval_episodes", 10)
     start = time.time()
     results = play_games(spec, policy.step, policy.initial_state, episodes, seed)

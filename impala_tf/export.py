@@ -50,7 +50,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
-from impala_tf import agent, checkpoints, config, popart  # noqa: F401 - config defines --logdir
+from impala_tf import agent, checkpoints, config, popart, rundir  # noqa: F401 - config defines --logdir
 from impala_tf.envs.base import BatchedTimeStep
 
 FLAGS = flags.FLAGS
@@ -146,14 +146,10 @@ def _popart_statistics(checkpoint_path: str) -> tuple[np.ndarray, np.ndarray]:
 def build_policy_module(logdir: str | Path, metadata_path: str) -> tuple[PolicyModule, dict[str, Any]]:
     """Restores the run's newest valid checkpoint into a PolicyModule; writes its metadata JSON to
     `metadata_path` (the asset the SavedModel copies). Returns (module, metadata)."""
-    # Imported here: `python -m impala_tf.evaluate --saved_model` imports this module, and a second copy of the
-    # evaluate module would define its flags twice.
-    from impala_tf import evaluate
-
     logdir = Path(logdir)
     try:
-        run_config, spec = evaluate.load_run_spec(logdir)
-    except evaluate.EvalError as error:
+        run_config, spec = rundir.load_run_spec(logdir)
+    except rundir.UserError as error:
         raise ExportError(str(error)) from None
     probe = agent.make_env(spec, [0], spec.seed)
     try:

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
-from impala_tf import config, scoring, writers
+from impala_tf import config, rundir, scoring, writers
 
 FLAGS = flags.FLAGS
 
@@ -158,7 +158,7 @@ def _train_stretch(suite_name: str, argv: list[str], until_frames: int) -> tuple
     FLAGS(["member", *argv])
     config.apply_preset()
     config.validate()
-    suite = trainer.resolve_suite(suite_name, FLAGS.games)
+    suite = rundir.resolve_suite(suite_name, FLAGS.games)
     run = trainer.Trainer(suite, FLAGS.logdir)
     code = run.run(until_frames=until_frames)
     if code != trainer.EXIT_OK:
@@ -174,7 +174,7 @@ def _restored_digest(suite_name: str, argv: list[str]) -> str:
     FLAGS.unparse_flags()
     FLAGS(["member", *argv])
     config.apply_preset()
-    run = trainer.Trainer(trainer.resolve_suite(suite_name, FLAGS.games), FLAGS.logdir)
+    run = trainer.Trainer(rundir.resolve_suite(suite_name, FLAGS.games), FLAGS.logdir)
     run.checkpoints.restore_latest()
     return weights_digest([v.numpy() for v in run.learner.network.variables])
 
@@ -465,31 +465,31 @@ def main(argv):
     trainer.quiet_logging()
     try:
         if not FLAGS.suite:
-            raise trainer.UserError("--suite is required")
+            raise rundir.UserError("--suite is required")
         if FLAGS.population < 2:
-            raise trainer.UserError(f"--population must be >= 2, got {FLAGS.population}")
+            raise rundir.UserError(f"--population must be >= 2, got {FLAGS.population}")
         if FLAGS.pbt_interval_frames < 1 or FLAGS.pbt_burn_in_frames < 0 or FLAGS.pbt_fitness_episodes < 1:
-            raise trainer.UserError(
+            raise rundir.UserError(
                 "--pbt_interval_frames and --pbt_fitness_episodes must be >= 1, burn-in >= 0"
             )
         if not 0 < FLAGS.pbt_quantile <= 0.5:
-            raise trainer.UserError(f"--pbt_quantile must be in (0, 0.5], got {FLAGS.pbt_quantile}")
+            raise rundir.UserError(f"--pbt_quantile must be in (0, 0.5], got {FLAGS.pbt_quantile}")
         if not FLAGS.member_cpus > 0:
-            raise trainer.UserError(f"--member_cpus must be > 0, got {FLAGS.member_cpus}")
+            raise rundir.UserError(f"--member_cpus must be > 0, got {FLAGS.member_cpus}")
         try:
             defaults = get_suite(FLAGS.suite).default_flags
         except ValueError as error:
-            raise trainer.UserError(str(error)) from None
+            raise rundir.UserError(str(error)) from None
         config.set_suite_defaults({"suite": FLAGS.suite, **defaults})
         config.apply_preset()
         config.validate()
-        suite = trainer.resolve_suite(FLAGS.suite, FLAGS.games)
+        suite = rundir.resolve_suite(FLAGS.suite, FLAGS.games)
         logdir = Path(FLAGS.logdir).resolve()
         logdir.mkdir(parents=True, exist_ok=True)
         return run_population(suite, logdir)
     except flags.ValidationError as error:
         raise app.UsageError(str(error)) from None
-    except (trainer.UserError, ValueError) as error:
+    except (rundir.UserError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 

@@ -29,14 +29,11 @@ from impala_tf import learner as learner_lib
 from impala_tf import replay as replay_lib
 from impala_tf.actor import snapshot_of
 from impala_tf.losses import LossConfig
+from impala_tf.rundir import UserError, resolve_suite
 from impala_tf.unroll import Unroll, batch_shapes, unroll_dtypes, unroll_shapes
 
 FLAGS = flags.FLAGS
 log = logging.getLogger("impala_tf")
-
-
-class UserError(Exception):
-    """A problem with what the user asked for: reported as one line, exit code 1, nothing written."""
 
 
 # Exit codes of a training binary.
@@ -47,18 +44,6 @@ EXIT_ACTORS_FAILED = 3  # more actor failures than --max_actor_restarts; final c
 EXIT_WRITE_FAILED = 4  # a run file (checkpoint, episodes.csv) could not be written: disk full, permissions
 # A run stopped by SIGINT / SIGTERM exits 128 + the signal's number (130 / 143), as a shell reports it, after
 # its final checkpoint: the run is incomplete and resumes with the same command.
-
-
-def resolve_suite(name: str, games: list[str]):
-    from suites.registry import get_suite
-
-    try:
-        suite = get_suite(name)
-        if games:
-            suite = suite.restrict(games)
-    except ValueError as error:
-        raise UserError(str(error)) from None
-    return suite
 
 
 def run_spec_from_flags(suite) -> agent.RunSpec:

@@ -682,12 +682,15 @@ def adapt_checkpoint(source_run: Path, target_game: str, out_dir: Path) -> Path:
     weights adapted (`adapt_weights`) to a single-game network of `target_game`, for --init_from."""
     import tensorflow as tf
 
-    from impala_tf import agent, checkpoints, evaluate
+    from impala_tf import agent, checkpoints, rundir
     from impala_tf import learner as learner_lib
     from impala_tf.losses import LossConfig
     from suites.registry import get_suite
 
-    run_config, source_spec = evaluate.load_run_spec(source_run)
+    try:
+        run_config, source_spec = rundir.load_run_spec(source_run)
+    except rundir.UserError as error:
+        raise TransferError(str(error)) from None
     try:
         target_suite = get_suite(run_config["flags"]["suite"]).restrict([target_game])
     except ValueError as error:

@@ -14,7 +14,7 @@ from absl import flags
 from absl.testing import flagsaver
 
 import suites
-from impala_tf import agent, checkpoints, evaluate, export, popart
+from impala_tf import agent, checkpoints, evaluate, export, popart, rundir
 from impala_tf import learner as learner_lib
 from impala_tf.actor import ActingPolicy
 from impala_tf.envs.base import StepType
@@ -96,7 +96,7 @@ def runs(tmp_path_factory):
 
 def reference_rollout(run: Path, num_envs: int, num_steps: int, seed: int) -> tuple[dict, dict]:
     """Steps real environments with the training code's ActingPolicy; returns (inputs, expected outputs)."""
-    _, spec = evaluate.load_run_spec(run)
+    _, spec = rundir.load_run_spec(run)
     env = agent.make_env(spec, [i % spec.num_tasks for i in range(num_envs)], seed)
     network = agent.make_network(spec, env)
     checkpoints.restore_network(run / "checkpoints", network)

@@ -12,7 +12,7 @@ import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver
 
-from impala_tf import config, trainer, writers
+from impala_tf import config, rundir, trainer, writers
 from impala_tf.unroll import Unroll, unroll_dtypes, unroll_shapes
 from suites.registry import get_suite
 
@@ -133,14 +133,14 @@ def test_check_existing_run_names_what_differs(tmp_path):
             }
         )
     )
-    with pytest.raises(trainer.UserError) as error:
+    with pytest.raises(rundir.UserError) as error:
         trainer.check_existing_run(tmp_path, "catch", ("catch",), values, (10, 5, 1), 4)
     message = str(error.value)
     assert "--network: checkpoint 'deep', now 'shallow'" in message
     assert "--rmsprop_momentum: checkpoint 0.9, now 0.0" in message
     assert "actions: checkpoint 3, now 4" in message
     assert "\n" not in message
-    with pytest.raises(trainer.UserError, match="holds a run of suite 'catch'"):
+    with pytest.raises(rundir.UserError, match="holds a run of suite 'catch'"):
         trainer.check_existing_run(tmp_path, "minatar", ("breakout",), values)
     # Same shapes: a resume with another learning rate or frame budget is fine.
     trainer.check_existing_run(
@@ -239,7 +239,9 @@ def test_every_numeric_training_flag_is_rejected_at_its_definition_or_accepted_b
         for f in FLAGS.get_flags_for_module(config.__name__)
         if isinstance(f.default, int | float) and not isinstance(f.default, bool)
     ]
-    assert {"learning_rate", "max_grad_norm", "replay_fraction", "popart_step_size", "actor_cpus"} <= set(numeric)
+    assert {"learning_rate", "max_grad_norm", "replay_fraction", "popart_step_size", "actor_cpus"} <= set(
+        numeric
+    )
     if not FLAGS.is_parsed():
         FLAGS.mark_as_parsed()
     accepted = set()
@@ -255,4 +257,6 @@ def test_every_numeric_training_flag_is_rejected_at_its_definition_or_accepted_b
                 trainer.optimizer_config_from_flags()
                 trainer.run_spec_from_flags(get_suite("catch"))
                 accepted.add((name, value))
-    assert all(value == 0 for _, value in accepted), sorted(accepted)  # only "0 = off / auto / default" passes
+    assert all(value == 0 for _, value in accepted), sorted(
+        accepted
+    )  # only "0 = off / auto / default" passes

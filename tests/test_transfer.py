@@ -330,7 +330,7 @@ def test_adapt_weights_slices_or_zero_pads_input_channels_only():
 def test_adapted_breakout_weights_initialise_a_seaquest_network(tmp_path):
     import tensorflow as tf
 
-    from impala_tf import agent, checkpoints, evaluate
+    from impala_tf import agent, checkpoints, rundir
     from impala_tf import learner as learner_lib
     from impala_tf.losses import LossConfig
 
@@ -340,7 +340,7 @@ def test_adapted_breakout_weights_initialise_a_seaquest_network(tmp_path):
     flags_.update(unroll_length=20, xla="off", seed=1)
     config = {"suite": "minatar", "games": ["breakout"], "protocol": "minatar", "flags": flags_}
     (source / "config.json").write_text(json.dumps({**config, "observation_shape": [10, 10, 4]}))
-    _, spec = evaluate.load_run_spec(source)
+    _, spec = rundir.load_run_spec(source)
     env = agent.make_env(spec, [0], 0)
     network = agent.make_network(spec, env)
     holder = learner_lib.Learner(
@@ -350,7 +350,7 @@ def test_adapted_breakout_weights_initialise_a_seaquest_network(tmp_path):
 
     adapted = transfer.adapt_checkpoint(source, "seaquest", tmp_path / "adapted")
     assert json.loads((adapted / "config.json").read_text())["observation_shape"] == [10, 10, 10]
-    target_spec = evaluate.load_run_spec(adapted)[1]
+    target_spec = rundir.load_run_spec(adapted)[1]
     target_env = agent.make_env(target_spec, [0], 0)
     assert target_env.observation_spec().shape == (10, 10, 10)
     target = agent.make_network(target_spec, target_env)
