@@ -16,19 +16,17 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import psutil
 import tensorflow as tf
 from absl import app, flags
 
 import impala_tf
-from impala_tf import agent, checkpoints, config, popart, writers
+from impala_tf import agent, checkpoints, config, writers
 from impala_tf import learner as learner_lib
 from impala_tf import replay as replay_lib
 from impala_tf.actor import snapshot_of
 from impala_tf.losses import LossConfig
+from impala_tf.monitor import Monitor
 from impala_tf.rundir import UserError, resolve_suite
 from impala_tf.unroll import Unroll, batch_shapes, unroll_dtypes, unroll_shapes
 
@@ -330,23 +328,26 @@ class Trainer:
 
         stop = self.stop
         previous_handlers = self._install_signal_handlers()
-        returns = writers.ReturnTracker(list(self.suite.games))
-        pending: list = []
-        pending_lock = threading.Lock()
-
-        def on_episode(episode):
-            with pending_lock:
-                pending.append(episode)
-
-        runtime = self._make_runtime(stop, on_episode)
-        # One GPU learner: batches wait in its memory. A mirrored learner splits them across its devices.
-        one_gpu = self.learner.strategy is None and bool(tf.config.list_logical_devices("GPU"))
         # Not in the checkpoint: a resumed run refills it from fresh unrolls (README, "Experience replay").
         replay = (
             replay_lib.ReplayBuffer(FLAGS.replay_capacity, seed=self.spec.seed + frames0)
             if FLAGS.replay_capacity
             else None
         )
+        monitor = Monitor(
+            self.suite,
+            self.learner,
+            episodes,
+            summary_writer,
+            self.total_frames,
+            stop_frames,
+            FLAGS.progress_every_secs,
+            self.spec.num_tasks,
+            replay,
+        )
+        runtime = self._make_runtime(stop, monitor.on_episode)
+        # One GPU learner: batches wait in its memory. A mirrored learner splits them across its devices.
+        one_gpu = self.learner.strategy is None and bool(tf.config.list_logical_devices("GPU"))
         dataset = make_dataset(
             runtime.unrolls(),
             unroll_shapes(
@@ -358,28 +359,19 @@ class Trainer:
             replay=replay,
             replay_fraction=FLAGS.replay_fraction,
         )
-        process = psutil.Process()
-        last_progress = last_checkpoint = start = time.time()
-        last_frames = frames0
-        lag_sum = lag_n = 0.0
-        age_sum = age_n = 0.0  # learner updates since the replayed unrolls were acted
+        last_checkpoint = start = time.time()
         nonfinite_streak = 0
-        logs: dict[str, Any] = {}
         exit_code = EXIT_OK
         # Held until the run is stopped: dropping a tf.data iterator waits for the generator call in flight, which
         # with synchronous actors only the stop ends (no unroll comes before the next update).
         batches = iter(dataset)
         try:
             runtime.start()
+            # The loop: actors -> batches -> one learner update -> parameters published to the actors.
             for batch, num_replayed in batches:
-                updates_before = int(self.learner.num_updates.numpy())
-                versions = batch.policy_version.numpy()
-                num_fresh = len(versions) - int(num_replayed)  # fresh unrolls come first
-                lag_sum += updates_before - float(np.mean(versions[:num_fresh]))
-                lag_n += 1
-                if num_fresh < len(versions):
-                    age_sum += updates_before - float(np.mean(versions[num_fresh:]))
-                    age_n += 1
+                monitor.on_batch(
+                    batch.policy_version.numpy(), int(num_replayed), int(self.learner.num_updates.numpy())
+                )
                 runtime.before_update()  # actors asking for parameters now get this update's result
                 logs = self.learner.step(batch, num_replayed)
                 runtime.after_update()
@@ -392,48 +384,10 @@ class Trainer:
                     exit_code = EXIT_NONFINITE
                     break
                 frames = int(self.learner.num_frames.numpy())
-                with pending_lock:
-                    finished, pending[:] = list(pending), []
-                for episode in finished:
-                    task = self.suite.games[episode.task_id]
-                    episodes.append(task, frames, episode.episode_return, episode.episode_frames)
-                    returns.add(task, episode.episode_return)
-                now = time.time()
-                if now - last_progress >= FLAGS.progress_every_secs or frames >= stop_frames:
-                    fps = (frames - last_frames) / (now - last_progress)
-                    lag = lag_sum / max(lag_n, 1)
-                    rss_mb = process.memory_info().rss / 2**20
-                    scalars = {k: float(v) for k, v in logs.items() if np.ndim(v) == 0}
-                    stats = runtime.stats()
-                    if replay is not None:
-                        stats["replay"] = len(replay)
-                        stats["replay_age"] = round(age_sum / age_n, 1) if age_n else 0.0
-                        stats["replay_mb"] = round(replay.nbytes / 2**20)
-                    self._summaries(summary_writer, frames, fps, lag, rss_mb, scalars, returns.means(), stats)
-                    shown = {
-                        k: scalars[k]
-                        for k in ("total_loss", "pg_loss", "baseline_loss", "entropy")
-                        if k in scalars
-                    }
-                    line = writers.progress_line(
-                        frames,
-                        self.total_frames,
-                        fps,
-                        int(self.learner.num_updates.numpy()),
-                        lag,
-                        returns.means(),
-                        shown,
-                        {"rss": f"{rss_mb:.0f}MB", **stats},
-                        reference=self.suite.reference,
-                        num_tasks=self.spec.num_tasks,
-                    )
-                    if writers.is_terminal():
-                        line = writers.progress_bar(frames, self.total_frames) + " " + line
-                    print(line, flush=True)
-                    last_progress, last_frames, lag_sum, lag_n, age_sum, age_n = now, frames, 0.0, 0, 0.0, 0
-                if now - last_checkpoint >= FLAGS.checkpoint_every_secs:
+                monitor.on_update(frames, logs, runtime.stats())
+                if time.time() - last_checkpoint >= FLAGS.checkpoint_every_secs:
                     self.checkpoints.save()
-                    last_checkpoint = now
+                    last_checkpoint = time.time()
                 if frames >= stop_frames or stop.is_set():
                     break
         except (OSError, checkpoints.CheckpointError) as error:  # a full disk, a logdir gone read-only
@@ -498,25 +452,6 @@ class Trainer:
         from impala_tf.runtime import local
 
         return local.LocalRuntime(self.spec, snapshot, on_episode, stop, capacity, FLAGS.max_actor_restarts)
-
-    def _summaries(self, writer, frames, fps, lag, rss_mb, scalars, returns, stats) -> None:
-        with writer.as_default(step=frames):
-            tf.summary.scalar("perf/frames_per_second", fps)
-            tf.summary.scalar("perf/policy_lag", lag)
-            tf.summary.scalar("perf/rss_mb", rss_mb)
-            for k, v in stats.items():
-                tf.summary.scalar(f"perf/{k}", float(v))
-            for k, v in scalars.items():
-                tf.summary.scalar(f"learner/{k}", v)
-            for task, value in returns.items():
-                tf.summary.scalar(f"return/{task}", value)
-            if self.learner.uses_popart:
-                mu = self.learner.popart_mu.numpy()
-                sigma = popart.sigma_from_moments(self.learner.popart_mu, self.learner.popart_nu).numpy()
-                for i, task in enumerate(self.suite.games):
-                    tf.summary.scalar(f"popart_mu/{task}", mu[i])
-                    tf.summary.scalar(f"popart_sigma/{task}", sigma[i])
-        writer.flush()
 
     def _install_signal_handlers(self) -> dict:
         """SIGINT / SIGTERM: finish the update, checkpoint, close; a second signal leaves at once. Returns the
