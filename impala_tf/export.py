@@ -235,7 +235,7 @@ def read_metadata(directory: str | Path) -> dict[str, Any]:
 def policy_suite(directory: str | Path):
     """The `suites.Suite` an exported policy plays: its games in training order (so task ids agree), its
     protocol and action set. Build environments for the policy from this, not from the suite's name."""
-    import suites
+    from impala_tf import suites
 
     metadata = read_metadata(directory)
     suite = suites.get_suite(metadata["run_config"]["flags"]["suite"]).restrict(

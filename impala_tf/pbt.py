@@ -213,7 +213,7 @@ def member(settings: dict[str, Any]) -> None:
     """The Tune trainable: trains one member stretch by stretch, reporting fitness and checkpoint after each."""
     from ray import tune
 
-    from suites.registry import get_suite
+    from impala_tf.suites import get_suite
 
     trial_id = tune.get_context().get_trial_id()
     run_dir = Path(settings["logdir"]) / "members" / trial_id
@@ -460,7 +460,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from impala_tf import trainer
-    from suites.registry import get_suite
+    from impala_tf.suites import get_suite
 
     trainer.quiet_logging()
     try:

@@ -20,7 +20,7 @@ class UserError(Exception):
 
 def resolve_suite(name: str, games: list[str]) -> Any:
     """The suite `name` (a registered name or a suite JSON file), restricted to `games` when given."""
-    from suites.registry import get_suite
+    from impala_tf.suites import get_suite
 
     try:
         suite = get_suite(name)

@@ -499,7 +499,7 @@ def quiet_logging() -> None:
 
 def main_for_suite(suite_name: str) -> None:
     """Entry point of a suite binary: `python -m suites.<name>`."""
-    from suites.registry import get_suite
+    from impala_tf.suites import get_suite
 
     if suite_name is not None:  # suites.custom takes --suite=FILE from the command line instead
         try:

@@ -571,7 +571,7 @@ def subprocess_runner(command: list[str], log_path: Path) -> None:
 
 def suite_command(suite: str) -> list[str]:
     """The training binary of a suite: `-m suites.<name>`, or `-m suites.custom --suite=FILE`."""
-    from suites.registry import SUITE_NAMES, get_suite
+    from impala_tf.suites import SUITE_NAMES, get_suite
 
     if suite in SUITE_NAMES:
         return [sys.executable, "-m", f"suites.{suite}"]
@@ -647,7 +647,7 @@ def init_source_for(plan: MatrixPlan, source_run: Path, source: str, target: str
 
 def _observation_shape(suite_name: str, game: str) -> tuple[int, ...]:
     from impala_tf import envs
-    from suites.registry import get_suite
+    from impala_tf.suites import get_suite
 
     env = envs.make_batched_env(get_suite(suite_name).restrict([game]), [0], 0)
     try:
@@ -685,7 +685,7 @@ def adapt_checkpoint(source_run: Path, target_game: str, out_dir: Path) -> Path:
     from impala_tf import agent, checkpoints, rundir
     from impala_tf import learner as learner_lib
     from impala_tf.losses import LossConfig
-    from suites.registry import get_suite
+    from impala_tf.suites import get_suite
 
     try:
         run_config, source_spec = rundir.load_run_spec(source_run)
@@ -792,7 +792,7 @@ def _experts_main(fv: flags.FlagValues) -> int:
 
 
 def plan_from_flags(fv: flags.FlagValues) -> MatrixPlan:
-    from suites.registry import get_suite
+    from impala_tf.suites import get_suite
 
     try:
         suite = get_suite(fv.suite)

@@ -86,7 +86,7 @@ def describe(verdicts: list[GameVerdict]) -> list[str]:
 
 
 def _random_scores(logdir: Path) -> dict[str, float] | None:
-    from suites.registry import get_suite
+    from impala_tf.suites import get_suite
 
     run_config = json.loads((logdir / "config.json").read_text())
     suite = get_suite(run_config["flags"]["suite"])

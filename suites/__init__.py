@@ -1,6 +1,6 @@
 """Benchmark suites: which games one agent trains on (data), plus one thin absl binary per built-in suite."""
 
-from suites.registry import (
+from impala_tf.suites import (
     ACTION_SETS,
     BACKENDS,
     PROTOCOLS,

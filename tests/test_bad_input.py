@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # A script that hides one Atari ROM from the suite registry, as an ale-py without it would, then runs atari5.
 WITHOUT_QBERT_ROM = """
-from suites import registry
+from impala_tf import suites as registry
 from impala_tf import trainer
 roms = registry._ale_rom_ids()
 registry._ale_rom_ids = lambda: tuple(r for r in roms if r != "qbert")

@@ -11,8 +11,8 @@ import pytest
 
 import impala_tf.envs
 from impala_tf import envs
+from impala_tf import suites as registry
 from impala_tf.envs import atari
-from suites import registry
 
 FIRST, MID, LAST = (int(t) for t in (dm_env.StepType.FIRST, dm_env.StepType.MID, dm_env.StepType.LAST))
 

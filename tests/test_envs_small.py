@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from impala_tf import envs
+from impala_tf import suites as registry
 from impala_tf.envs import catch, minatar
-from suites import registry
 
 FIRST, MID, LAST = (int(t) for t in (dm_env.StepType.FIRST, dm_env.StepType.MID, dm_env.StepType.LAST))
 

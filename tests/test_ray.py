@@ -27,12 +27,12 @@ ray = pytest.importorskip("ray")
 
 from impala_tf import agent  # noqa: E402
 from impala_tf import learner as learner_lib  # noqa: E402
+from impala_tf import suites as registry  # noqa: E402
 from impala_tf.actor import snapshot_of  # noqa: E402
 from impala_tf.losses import LossConfig  # noqa: E402
 from impala_tf.runtime.local import ParamServer  # noqa: E402
 from impala_tf.runtime.ray import RayRuntime, _Slot, use_loopback_only  # noqa: E402
 from impala_tf.unroll import stack_time_major  # noqa: E402
-from suites import registry  # noqa: E402
 
 pytestmark = pytest.mark.ray
 

@@ -32,7 +32,7 @@ from impala_tf.envs.base import BatchedEnv, BatchedTimeStep
 from impala_tf.losses import LossConfig
 from impala_tf.networks import NetworkConfig, make_network
 from impala_tf.runtime import local
-from suites.registry import get_suite
+from impala_tf.suites import get_suite
 
 FLAGS = flags.FLAGS
 REPO = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import pytest
 
 import impala_tf.reference
 from impala_tf import envs
-from suites import registry
+from impala_tf import suites as registry
 
 ATARI5 = ("battle_zone", "double_dunk", "name_this_game", "phoenix", "qbert")
 TUNING6 = ("beam_rider", "breakout", "pong", "qbert", "seaquest", "space_invaders")

@@ -13,8 +13,8 @@ from absl import flags
 from absl.testing import flagsaver
 
 from impala_tf import config, rundir, trainer, writers
+from impala_tf.suites import get_suite
 from impala_tf.unroll import Unroll, unroll_dtypes, unroll_shapes
-from suites.registry import get_suite
 
 FLAGS = flags.FLAGS
 T, B = 5, 8  # frames per update: T x B (Catch has one frame per step)

@@ -57,7 +57,7 @@ def make_batched_env(
         the cores).
       max_episode_frames: overrides the frame cap (Atari: emulator frames; MinAtar: steps). Not for Catch.
     """
-    from suites.registry import BACKENDS, check_protocol
+    from impala_tf.suites import BACKENDS, check_protocol
 
     protocol = protocol or suite.protocol
     action_set = action_set or suite.action_set

@@ -33,7 +33,7 @@ SCORE_COLUMNS = ("game", "score", "agent", "seed", "frames", "protocol")
 
 def resolve_suite(suite: Any):
     """A suites.Suite, from itself or its name (or a suite JSON file)."""
-    import suites
+    from impala_tf import suites
 
     return suites.get_suite(suite) if isinstance(suite, str) else suite
 
@@ -235,7 +235,7 @@ def write_scores_csv(
       frames: training frames per game, or None when unknown.
       protocol: the evaluation protocol (Atari: impala or machado; "minatar", "catch"), or None.
     """
-    import suites
+    from impala_tf import suites
 
     valid_protocols = sorted({p for protocols in suites.PROTOCOLS.values() for p in protocols})
     if protocol is not None and protocol not in valid_protocols:
