@@ -148,3 +148,20 @@ def test_initial_population_is_reproducible_and_within_the_papers_ranges():
     assert np.all((5e-6 <= learning_rates) & (learning_rates <= 5e-3))
     assert {m["rmsprop_epsilon"] for m in a} <= {1e-1, 1e-3, 1e-5, 1e-7}
     assert all(m["max_grad_norm"] == 40.0 for m in a)
+
+
+def test_the_minatar_demonstration_report_compares_the_two_arms(tmp_path):
+    from experiments import pbt_minatar
+
+    games = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
+    for arm, names, score in (("pbt/members", ("a", "b"), 10.0), ("fixed", ("member_0", "member_1"), 5.0)):
+        for i, name in enumerate(names):
+            run_dir = tmp_path / arm / name
+            run_dir.mkdir(parents=True)
+            summary = {"mean_score": {g: score + i for g in games}, "trained_frames": 100}
+            (run_dir / "eval_summary.json").write_text(json.dumps(summary))
+    text = pbt_minatar.report(tmp_path, "leaderboards/inputs/minatar/normaliser.csv", tmp_path / "out")
+    pbt_row = next(line for line in text.splitlines() if line.startswith("| PBT |"))
+    fixed_row = next(line for line in text.splitlines() if line.startswith("| fixed |"))
+    assert float(pbt_row.split("|")[2]) > float(fixed_row.split("|")[2])  # best member: 11 vs 6 raw
+    assert (tmp_path / "out" / "pbt.md").exists()
