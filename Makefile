@@ -85,6 +85,7 @@ leaderboards: setup
 	$(PY) -m experiments.minatar_popart report --workdir=leaderboards/inputs/minatar/popart --normaliser=leaderboards/inputs/minatar/normaliser.csv --out=leaderboards/minatar
 	$(PY) -m impala_tf.leaderboard --suite=atari5 --runs=leaderboards/inputs/atari5/runs --out=leaderboards/atari5
 	$(PY) -m impala_tf.leaderboard --suite=atari_tuning6 --runs=leaderboards/inputs/atari_tuning6 --out=leaderboards/atari_tuning6
+	$(PY) -m experiments.ablation report --inputs=leaderboards/inputs/ablation --out=leaderboards/ablation
 
 SOAK_MINUTES ?= 30
 soak: setup
