@@ -150,33 +150,35 @@ def _training_argv(base: Mapping[str, Any], hyper: Mapping[str, float], logdir: 
     return [*argv, f"--logdir={logdir}"]
 
 
-def _train_stretch(suite_name: str, argv: list[str], until_frames: int) -> tuple[int, str]:
-    """Trains the member's run up to `until_frames` in this process; returns (frames, weights digest)."""
+def _member_trainer(suite_name: str, argv: list[str]):
+    """A Trainer for the member's run directory, built in this process from the member's command line."""
     from impala_tf import trainer
 
     FLAGS.unparse_flags()
     FLAGS(["member", *argv])
     config.apply_preset()
     config.validate()
-    suite = rundir.resolve_suite(suite_name, FLAGS.games)
-    run = trainer.Trainer(suite, FLAGS.logdir)
+    return trainer.Trainer(rundir.resolve_suite(suite_name, FLAGS.games), FLAGS.logdir)
+
+
+def _digest(run) -> str:
+    return weights_digest([v.numpy() for v in run.learner.network.variables])
+
+
+def _train_stretch(suite_name: str, argv: list[str], until_frames: int) -> tuple[int, str]:
+    """Trains the member's run up to `until_frames` in this process; returns (frames, weights digest)."""
+    run = _member_trainer(suite_name, argv)
     code = run.run(until_frames=until_frames)
-    if code != trainer.EXIT_OK:
-        raise RuntimeError(f"member {FLAGS.logdir} stopped with exit code {code}")
-    digest = weights_digest([v.numpy() for v in run.learner.network.variables])
-    return int(run.learner.num_frames.numpy()), digest
+    if code != 0:
+        raise RuntimeError(f"member {run.logdir} stopped with exit code {code}")
+    return int(run.learner.num_frames.numpy()), _digest(run)
 
 
 def _restored_digest(suite_name: str, argv: list[str]) -> str:
     """The digest of the weights a member's run directory would resume with."""
-    from impala_tf import trainer
-
-    FLAGS.unparse_flags()
-    FLAGS(["member", *argv])
-    config.apply_preset()
-    run = trainer.Trainer(rundir.resolve_suite(suite_name, FLAGS.games), FLAGS.logdir)
+    run = _member_trainer(suite_name, argv)
     run.checkpoints.restore_latest()
-    return weights_digest([v.numpy() for v in run.learner.network.variables])
+    return _digest(run)
 
 
 def _recent_returns(run_dir: Path, tasks: Sequence[str], episodes: int) -> dict[str, list[float]]:

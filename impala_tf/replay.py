@@ -132,7 +132,7 @@ def learner_batches(
     source = iter(unrolls)
     replayed = num_replayed(batch_size, fraction) if buffer is not None else 0
     while True:
-        n_replay = replayed if buffer is not None and len(buffer) >= batch_size else 0
+        n_replay = replayed if replayed and len(buffer) >= batch_size else 0
         fresh = list(itertools.islice(source, batch_size - n_replay))
         if len(fresh) < batch_size - n_replay:
             return
