@@ -13,65 +13,13 @@ import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver
 
-import suites
 from impala_tf import agent, checkpoints, evaluate, export, popart, rundir
-from impala_tf import learner as learner_lib
 from impala_tf.actor import ActingPolicy
 from impala_tf.envs.base import StepType
-from impala_tf.losses import LossConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
 POPART_MU, POPART_NU = [1.5, -2.0], [6.0, 9.0]
-
-
-def make_run(root: Path, suite_name: str, games: list[str], *, use_lstm: bool, popart_on: bool) -> Path:
-    """A run directory as the trainer leaves one: config.json and a checkpoint of an untrained learner."""
-    suite = suites.get_suite(suite_name).restrict(games)
-    spec = agent.RunSpec(
-        suite=suite,
-        protocol=None,
-        action_set=None,
-        seed=1,
-        network="shallow",
-        use_lstm=use_lstm,
-        popart=popart_on,
-        reward_clipping="abs_one",
-        unroll_length=5,
-        num_actors=1,
-        envs_per_actor=1,
-        xla=False,
-    )
-    env = agent.make_env(spec, [0], 1)
-    network = agent.make_network(spec, env)
-    env.close()
-    rng = np.random.default_rng(0)
-    for variable in network.variables:  # spread the logits so that greedy actions are far from ties
-        variable.assign(variable.numpy() + rng.normal(0, 0.05, variable.shape).astype(np.float32))
-    learner = learner_lib.Learner(
-        network, LossConfig(), learner_lib.OptimizerConfig(), total_frames=1000, xla=False
-    )
-    learner.num_frames.assign(4321)
-    if popart_on:
-        learner.popart_mu.assign(POPART_MU)
-        learner.popart_nu.assign(POPART_NU)
-    run = root / f"run_{suite_name}"
-    checkpoints.RunCheckpoints(run / "checkpoints", learner).save()
-    flag_values = {
-        "suite": suite_name,
-        "network": "shallow",
-        "use_lstm": use_lstm,
-        "popart": popart_on,
-        "reward_clipping": "abs_one",
-        "unroll_length": 5,
-        "seed": 1,
-        "xla": "off",
-        "eval_episodes": 2,
-        "action_set": None,
-    }
-    config = {"suite": suite_name, "games": games, "protocol": suite.protocol, "flags": flag_values}
-    (run / "config.json").write_text(json.dumps(config))
-    return run
 
 
 def run_cli(module: str, *args: str) -> subprocess.CompletedProcess:
@@ -81,15 +29,17 @@ def run_cli(module: str, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, untrained_run):
     """Two exported runs: Catch through the binary, and a two-game MinAtar LSTM + PopArt run through the
     library (multi-task masks, value heads and recurrent state)."""
     root = tmp_path_factory.mktemp("export")
-    catch = make_run(root, "catch", ["catch"], use_lstm=False, popart_on=False)
+    catch = untrained_run(root, "catch", ["catch"], use_lstm=False, eval_episodes=2)
     result = run_cli("impala_tf.export", f"--logdir={catch}", f"--out={root / 'catch_policy'}")
     assert result.returncode == 0, result.stderr
     assert "exported" in result.stdout
-    minatar = make_run(root, "minatar", ["breakout", "asterix"], use_lstm=True, popart_on=True)
+    minatar = untrained_run(
+        root, "minatar", ["breakout", "asterix"], use_lstm=True, popart_stats=(POPART_MU, POPART_NU)
+    )
     export.export_policy(minatar, root / "minatar_policy")
     return {"catch": (catch, root / "catch_policy"), "minatar": (minatar, root / "minatar_policy")}
 

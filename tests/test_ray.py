@@ -55,21 +55,17 @@ def local_ray():
         ray.shutdown()
 
 
-def catch_spec(num_actors: int = 2) -> agent.RunSpec:
-    return agent.RunSpec(
-        suite=registry.get_suite("catch"),
-        protocol=None,
-        action_set=None,
-        seed=3,
-        network="shallow",
-        use_lstm=False,
-        popart=False,
-        reward_clipping="abs_one",
-        unroll_length=UNROLL_LENGTH,
-        num_actors=num_actors,
-        envs_per_actor=ENVS_PER_ACTOR,
-        xla=False,
-    )
+@pytest.fixture(scope="module")
+def catch_spec(run_spec):
+    """`catch_spec(num_actors)`: the Catch RunSpec these tests train."""
+
+    def make(num_actors: int = 2) -> agent.RunSpec:
+        suite = registry.get_suite("catch")
+        return run_spec(
+            suite, seed=3, unroll_length=UNROLL_LENGTH, num_actors=num_actors, envs_per_actor=ENVS_PER_ACTOR
+        )
+
+    return make
 
 
 class Run:
@@ -132,7 +128,7 @@ class LogRecords(logging.Handler):
 
 
 @pytest.fixture(scope="module")
-def faulty_run(local_ray):
+def faulty_run(local_ray, catch_spec):
     """One run with both faults (the actors' start-up dominates the time): actor 1's environment raises on its
     25th step, and actor 0's process is killed once the learner has updated. Then the learner stops consuming."""
     records = LogRecords()
@@ -206,7 +202,7 @@ def test_unrolls_in_flight_are_bounded_when_the_learner_does_not_keep_up(faulty_
     assert faulty_run["steps_later"] == faulty_run["steps_when_full"]
 
 
-def test_too_many_failures_stop_the_run_instead_of_waiting_for_unrolls(local_ray):
+def test_too_many_failures_stop_the_run_instead_of_waiting_for_unrolls(local_ray, catch_spec):
     run = Run(catch_spec(num_actors=1), max_restarts=0, make_actor=make_actor_whose_env_always_breaks)
     try:
         run.runtime.start()
@@ -222,7 +218,7 @@ def test_too_many_failures_stop_the_run_instead_of_waiting_for_unrolls(local_ray
     assert len(unrolls) <= 2 * ENVS_PER_ACTOR  # two unrolls at most, then the 26th step raised
 
 
-def test_learner_gpus_are_reserved_on_the_drivers_node_or_rejected_clearly(local_ray):
+def test_learner_gpus_are_reserved_on_the_drivers_node_or_rejected_clearly(local_ray, catch_spec):
     for learner_gpus in (1, 2):  # the fixture's node has one (fake) GPU
         run = Run(catch_spec(num_actors=1), learner_gpus=learner_gpus)
         try:
@@ -239,7 +235,7 @@ def test_learner_gpus_are_reserved_on_the_drivers_node_or_rejected_clearly(local
     wait_for(lambda: ray.available_resources().get("GPU", 0.0) == 1.0, 30, "the GPU to be released")
 
 
-def test_bad_runtime_settings_are_rejected():
+def test_bad_runtime_settings_are_rejected(catch_spec):
     spec = catch_spec()
     with pytest.raises(ValueError, match="in_flight must be >= 1"):
         RayRuntime(spec, lambda: None, lambda e: None, threading.Event(), 4, 1, in_flight=0)
@@ -259,7 +255,7 @@ class FakeActorHandle:
         return object()
 
 
-def test_requests_carry_the_learners_newest_parameters_or_wait_in_the_driver_for_them():
+def test_requests_carry_the_learners_newest_parameters_or_wait_in_the_driver_for_them(catch_spec):
     learner = {"version": 0}
     runtime = RayRuntime(
         catch_spec(1), lambda: None, lambda e: None, threading.Event(), 4, 1, params_wait_secs=0.5

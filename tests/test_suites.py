@@ -164,23 +164,17 @@ def test_paper_preset_gives_table_g1_over_suite_defaults_but_not_over_the_comman
 
 
 @pytest.mark.parametrize("name", registry.SUITE_NAMES)
-def test_every_built_in_suite_gives_each_task_an_equal_share_of_environments_by_default(name):
+def test_every_built_in_suite_gives_each_task_an_equal_share_of_environments_by_default(name, run_spec):
     """A suite binary runs with its own defaults: num_actors x envs_per_actor environments (config.py's defaults,
     then the suite's) play every task, each on the same number of environments (environment k plays task k mod
     N, so the total must be a multiple of N)."""
-    from impala_tf import agent, config
+    from impala_tf import config
 
     suite = registry.get_suite(name)
     flags = {n: config.FLAGS[n].default for n in ("num_actors", "envs_per_actor")} | suite.default_flags
-    spec = agent.RunSpec(
-        suite=suite,
-        protocol=None,
-        action_set=None,
-        seed=1,
-        network="shallow",
+    spec = run_spec(
+        suite,
         use_lstm=True,
-        popart=False,
-        reward_clipping="abs_one",
         unroll_length=20,
         num_actors=flags["num_actors"],
         envs_per_actor=flags["envs_per_actor"],

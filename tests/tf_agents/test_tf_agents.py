@@ -5,9 +5,9 @@ IMPALA_TF_EXPORT_PYTHON set (the Makefile sets it to the core venv's python) the
 core install's TensorFlow, as a user would; otherwise by this venv's.
 """
 
-import json
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,57 +22,19 @@ from tf_agents.metrics import tf_metrics  # noqa: E402
 from tf_agents.trajectories import time_step as ts  # noqa: E402
 
 import suites  # noqa: E402
-from impala_tf import agent, checkpoints, envs, export  # noqa: E402
-from impala_tf import learner as learner_lib  # noqa: E402
+from impala_tf import envs, export  # noqa: E402
 from impala_tf.envs.base import BatchedTimeStep, StepType  # noqa: E402
 from impala_tf.interop.tf_agents import ExportedTFPolicy, SuitePyEnvironment  # noqa: E402
-from impala_tf.losses import LossConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def make_exported_policy(root: Path, suite_name: str, games: list[str], use_lstm: bool) -> Path:
+def make_exported_policy(
+    untrained_run: Callable[..., Path], root: Path, suite_name: str, games: list[str], use_lstm: bool
+) -> Path:
     """A run directory with an untrained checkpoint, exported to a SavedModel."""
-    suite = suites.get_suite(suite_name).restrict(games)
-    popart_on = len(games) > 1
-    spec = agent.RunSpec(
-        suite=suite,
-        protocol=None,
-        action_set=None,
-        seed=1,
-        network="shallow",
-        use_lstm=use_lstm,
-        popart=popart_on,
-        reward_clipping="abs_one",
-        unroll_length=5,
-        num_actors=1,
-        envs_per_actor=1,
-        xla=False,
-    )
-    env = agent.make_env(spec, [0], 1)
-    network = agent.make_network(spec, env)
-    env.close()
-    rng = np.random.default_rng(0)
-    for variable in network.variables:  # spread the logits so that greedy actions are far from ties
-        variable.assign(variable.numpy() + rng.normal(0, 0.05, variable.shape).astype(np.float32))
-    learner = learner_lib.Learner(
-        network, LossConfig(), learner_lib.OptimizerConfig(), total_frames=1000, xla=False
-    )
-    run = root / f"run_{suite_name}"
-    checkpoints.RunCheckpoints(run / "checkpoints", learner).save()
-    flag_values = {
-        "suite": suite_name,
-        "network": "shallow",
-        "use_lstm": use_lstm,
-        "popart": popart_on,
-        "reward_clipping": "abs_one",
-        "unroll_length": 5,
-        "seed": 1,
-        "xla": "off",
-        "action_set": None,
-    }
-    config = {"suite": suite_name, "games": games, "protocol": suite.protocol, "flags": flag_values}
-    (run / "config.json").write_text(json.dumps(config))
+    popart_stats = ([0.0] * len(games), [1.0] * len(games)) if len(games) > 1 else None
+    run = untrained_run(root, suite_name, games, use_lstm=use_lstm, popart_stats=popart_stats)
     out = root / f"{suite_name}_policy"
     core_python = os.environ.get("IMPALA_TF_EXPORT_PYTHON")
     if core_python:
@@ -91,11 +53,13 @@ def make_exported_policy(root: Path, suite_name: str, games: list[str], use_lstm
 
 
 @pytest.fixture(scope="module")
-def policies(tmp_path_factory):
+def policies(tmp_path_factory, untrained_run):
     root = tmp_path_factory.mktemp("tf_agents")
     return {
-        "catch": make_exported_policy(root, "catch", ["catch"], use_lstm=False),
-        "minatar": make_exported_policy(root, "minatar", ["breakout", "asterix"], use_lstm=True),
+        "catch": make_exported_policy(untrained_run, root, "catch", ["catch"], use_lstm=False),
+        "minatar": make_exported_policy(
+            untrained_run, root, "minatar", ["breakout", "asterix"], use_lstm=True
+        ),
     }
 
 
