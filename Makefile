@@ -81,7 +81,7 @@ leaderboards: setup
 	$(PY) -m impala_tf.transfer experts --suite=atari57 --multitask=impala_deep_multitask --experts=impala_deep_experts --out=leaderboards/atari57
 	$(PY) -m impala_tf.leaderboard --suite=minatar --runs=leaderboards/inputs/minatar/multitask,leaderboards/inputs/minatar_experts,leaderboards/inputs/minatar_multitask --scores=leaderboards/inputs/minatar/published_scores.csv --normaliser=leaderboards/inputs/minatar/normaliser.csv --reference=none --out=leaderboards/minatar
 	$(PY) -m impala_tf.transfer experts --suite=minatar --normaliser=leaderboards/inputs/minatar/normaliser.csv --multitask=leaderboards/inputs/minatar_multitask --experts=leaderboards/inputs/minatar_experts --out=leaderboards/minatar
-	$(PY) -m impala_tf.transfer matrix --notrain --suite=minatar --games=breakout,space_invaders,asterix --frames=500000 --seeds=1,2 --train_args=--learning_rate=0.002 --eval_episodes=20 --workdir=leaderboards/inputs/minatar/transfer --out=leaderboards/minatar
+	$(PY) -m experiments.transfer_matrix --notrain --suite=minatar --games=breakout,space_invaders,asterix --frames=500000 --seeds=1,2 --train_args=--learning_rate=0.002 --eval_episodes=20 --workdir=leaderboards/inputs/minatar/transfer --out=leaderboards/minatar
 	$(PY) -m experiments.minatar_popart report --workdir=leaderboards/inputs/minatar/popart --normaliser=leaderboards/inputs/minatar/normaliser.csv --out=leaderboards/minatar
 	$(PY) -m impala_tf.leaderboard --suite=atari5 --runs=leaderboards/inputs/atari5/runs --out=leaderboards/atari5
 	$(PY) -m impala_tf.leaderboard --suite=atari_tuning6 --runs=leaderboards/inputs/atari_tuning6 --out=leaderboards/atari_tuning6

@@ -34,7 +34,10 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
-from impala_tf import leaderboard, scoring, transfer, writers
+from impala_tf import scoring, writers
+from impala_tf.report.inputs import InputError, SuiteInfo, load_agents, resolve_suite
+from impala_tf.report.statistics import AgentResult, Leaderboard, build_leaderboard, format_frames
+from impala_tf.report.transfer import TransferError
 
 CORRECTIONS = {  # --correction value -> the paper's row name
     "none": "No-correction",
@@ -109,7 +112,7 @@ def _cell_of(name: str) -> Cell | None:
     return next((cell for cell in cells() if cell.name == name), None)
 
 
-def _estimate(result: leaderboard.AgentResult | None) -> str:
+def _estimate(result: AgentResult | None) -> str:
     if result is None or not result.estimates:
         return "—"
     mean = result.estimates["mean"]
@@ -118,7 +121,7 @@ def _estimate(result: leaderboard.AgentResult | None) -> str:
     return f"{mean.point:.1f} [{mean.low:.1f}, {mean.high:.1f}]"
 
 
-def _row(label: str, result: leaderboard.AgentResult | None, games: tuple[str, ...]) -> str:
+def _row(label: str, result: AgentResult | None, games: tuple[str, ...]) -> str:
     if result is None:
         return f"| {label} | " + " | ".join("—" for _ in games) + " | — | — |"
     means = result.game_means(False)
@@ -152,7 +155,7 @@ def _paper_rows(path: Path) -> list[str]:
     return lines
 
 
-def _curves_png(board: leaderboard.Leaderboard, suite: leaderboard.SuiteInfo) -> bytes:
+def _curves_png(board: Leaderboard, suite: SuiteInfo) -> bytes:
     """2 x 2 panels (lag x replay): mean over games of the normalised smoothed training return per correction."""
     import matplotlib
 
@@ -198,12 +201,12 @@ def _curves_png(board: leaderboard.Leaderboard, suite: leaderboard.SuiteInfo) ->
 
 
 def report(inputs: Path, normaliser: str, out: Path, resamples: int) -> str:
-    suite = leaderboard.resolve_suite("minatar", normaliser)
-    agents = leaderboard.load_agents(suite, run_dirs=[str(inputs)], smoothing=50)
+    suite = resolve_suite("minatar", normaliser)
+    agents = load_agents(suite, run_dirs=[str(inputs)], smoothing=50)
     agents = [a for a in agents if _cell_of(a.name) is not None]
     if not agents:
-        raise leaderboard.InputError(f"{inputs}: no evaluated ablation run")
-    board = leaderboard.build_leaderboard(suite, agents, [], num_resamples=resamples)
+        raise InputError(f"{inputs}: no evaluated ablation run")
+    board = build_leaderboard(suite, agents, [], num_resamples=resamples)
     by_name = {a.name: a for a in board.agents}
     games = tuple(suite.games)
     header = ["| method | " + " | ".join(games) + " | mean normalised % [95 % CI] | seeds |"]
@@ -213,8 +216,8 @@ def report(inputs: Path, normaliser: str, out: Path, resamples: int) -> str:
         "# Off-policy corrections with and without experience replay (MinAtar)",
         "",
         "The paper's Section 5.2.2 experiment at small scale: one multi-task IMPALA agent on the five MinAtar "
-        f"games per run, {leaderboard.format_frames(FRAMES)} frames per run "
-        f"({leaderboard.format_frames(FRAMES / len(games))} per game), the suite's defaults otherwise. Scores: "
+        f"games per run, {format_frames(FRAMES)} frames per run "
+        f"({format_frames(FRAMES / len(games))} per game), the suite's defaults otherwise. Scores: "
         f"mean evaluation score over seeds ({EVAL_EPISODES} games per game and seed); aggregate: mean over games "
         f"of the normalised score ({suite.normaliser_source}), 95 % stratified-bootstrap interval over seeds "
         f"({resamples} resamples). Budget and lag settings: `experiments/ablation.py`; "
@@ -278,7 +281,7 @@ def main(argv):
         )
     try:
         report(Path(FLAGS.inputs), FLAGS.normaliser, Path(FLAGS.out), FLAGS.bootstrap_resamples)
-    except (transfer.TransferError, leaderboard.InputError, ValueError) as error:
+    except (TransferError, InputError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"wrote {FLAGS.out}/README.md, ablation.csv, learning_curves.png")

@@ -27,7 +27,12 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
-from impala_tf import leaderboard, scoring, transfer, writers
+from experiments import transfer_matrix
+from impala_tf import scoring, writers
+from impala_tf.report.inputs import AgentData, InputError, SuiteInfo, load_agents, resolve_suite
+from impala_tf.report.render import aggregate_table, per_game_table
+from impala_tf.report.statistics import build_leaderboard, format_frames
+from impala_tf.report.transfer import TransferError
 
 REWARD_SCALE = "breakout=1,space_invaders=10,freeway=100,asterix=1000,seaquest=0.1"
 CONFIGS = {
@@ -90,22 +95,20 @@ def train_and_evaluate(
     for seed in seeds:  # seed-major: an interrupted sweep leaves every configuration with the same seeds
         for config in configs:
             logdir = run_dir(workdir, config, seed)
-            if transfer.is_evaluated(logdir, frames):
+            if transfer_matrix.is_evaluated(logdir, frames):
                 continue
             name = logdir.name
             train = [sys.executable, "-m", "suites.minatar", f"--logdir={logdir}", f"--seed={seed}"]
             train += [f"--total_frames={frames}", *COMMON_ARGS, *CONFIGS[config]]
             print(f"train {name}", flush=True)
-            transfer.subprocess_runner(train, workdir / "logs" / f"{name}.train.log")
+            transfer_matrix.subprocess_runner(train, workdir / "logs" / f"{name}.train.log")
             evaluate = [sys.executable, "-m", "impala_tf.evaluate", f"--logdir={logdir}", f"--agent={config}"]
-            transfer.subprocess_runner(
+            transfer_matrix.subprocess_runner(
                 [*evaluate, f"--episodes={episodes}"], workdir / "logs" / f"{name}.eval.log"
             )
 
 
-def normalised_curves(
-    suite: leaderboard.SuiteInfo, data: leaderboard.AgentData, grid: np.ndarray
-) -> np.ndarray:
+def normalised_curves(suite: SuiteInfo, data: AgentData, grid: np.ndarray) -> np.ndarray:
     """[R, K]: per seed, the median over games of the normalised smoothed training return at `grid` frames."""
     curves = []
     for _, per_game in data.curves:
@@ -120,13 +123,13 @@ def normalised_curves(
 
 
 def report(workdir: Path, configs: list[str], normaliser: str, out: Path, resamples: int) -> str:
-    suite = leaderboard.resolve_suite("minatar", normaliser)
-    agents = leaderboard.load_agents(suite, run_dirs=[str(workdir)], smoothing=100)
+    suite = resolve_suite("minatar", normaliser)
+    agents = load_agents(suite, run_dirs=[str(workdir)], smoothing=100)
     by_name = {a.name: a for a in agents}
     missing = [c for c in configs if c not in by_name]
     if missing:
-        raise leaderboard.InputError(f"{workdir}: no evaluated run of {', '.join(missing)}")
-    board = leaderboard.build_leaderboard(suite, [by_name[c] for c in configs], [], num_resamples=resamples)
+        raise InputError(f"{workdir}: no evaluated run of {', '.join(missing)}")
+    board = build_leaderboard(suite, [by_name[c] for c in configs], [], num_resamples=resamples)
     frames = {a.name: a.frames for a in board.agents}
     seeds = {a.name: a.seeds for a in board.agents}
     total = max(frames.values()) * len(suite.games)
@@ -163,7 +166,7 @@ def report(workdir: Path, configs: list[str], normaliser: str, out: Path, resamp
         "",
         f"One multi-task IMPALA agent on the five MinAtar games; the learner's rewards are multiplied per game "
         f"(`--reward_scale={REWARD_SCALE}`); scores below are raw game scores. "
-        f"{leaderboard.format_frames(total)} frames per run ({leaderboard.format_frames(max(frames.values()))} "
+        f"{format_frames(total)} frames per run ({format_frames(max(frames.values()))} "
         f"per game); common flags `{' '.join(COMMON_ARGS[:2])}`; seeds "
         + "; ".join(f"{name}: {', '.join(map(str, seeds[name]))}" for name in configs)
         + ".",
@@ -176,7 +179,7 @@ def report(workdir: Path, configs: list[str], normaliser: str, out: Path, resamp
         f"stratified-bootstrap intervals over seeds ({resamples} resamples) — with two or three seeds they are "
         "wide and only indicative.",
         "",
-        leaderboard.aggregate_table(board).markdown(),
+        aggregate_table(board).markdown(),
         f"Highest median: **{best.name}** ({best.estimates['median'].point:.1f} %). Median over games of the "
         "normalised training return at the end of training (mean over seeds): "
         + ", ".join(f"{name} {_pct(final_curve[name])}" for name in configs)
@@ -192,7 +195,7 @@ def report(workdir: Path, configs: list[str], normaliser: str, out: Path, resamp
         "",
         "## Per game (mean over seeds)",
         "",
-        leaderboard.per_game_table(board).markdown(),
+        per_game_table(board).markdown(),
     ]
     text = "\n".join([*lines, ATARI57_JOB])
     writers.write_files({"popart.md": text}, out)
@@ -221,7 +224,7 @@ def main(argv):
         else:
             report(workdir, FLAGS.configs, FLAGS.normaliser, Path(FLAGS.out), FLAGS.bootstrap_resamples)
             print(f"wrote {FLAGS.out}/popart.md and popart.png")
-    except (transfer.TransferError, leaderboard.InputError, ValueError) as error:
+    except (TransferError, InputError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

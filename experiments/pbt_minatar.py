@@ -24,7 +24,10 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
-from impala_tf import leaderboard, scoring, transfer, writers
+from experiments import transfer_matrix
+from impala_tf import scoring, writers
+from impala_tf.report.inputs import InputError, SuiteInfo, resolve_suite
+from impala_tf.report.transfer import TransferError
 
 POPULATION = 4
 FLAGS = flags.FLAGS
@@ -46,7 +49,7 @@ def define_flags() -> None:
 def run(workdir: Path, frames: int, interval: int, burn_in: int, episodes: int) -> None:
     pbt_dir = workdir / "pbt"
     if not (pbt_dir / "pbt.json").exists():
-        transfer.subprocess_runner(
+        transfer_matrix.subprocess_runner(
             [
                 sys.executable,
                 "-m",
@@ -64,25 +67,25 @@ def run(workdir: Path, frames: int, interval: int, burn_in: int, episodes: int) 
             workdir / "logs" / "pbt.log",
         )
     for member_dir in sorted((pbt_dir / "members").iterdir()):
-        if not transfer.is_evaluated(member_dir, frames):
+        if not transfer_matrix.is_evaluated(member_dir, frames):
             _evaluate(member_dir, "pbt_member", episodes, workdir / "logs" / f"eval_{member_dir.name}.log")
     population = json.loads((pbt_dir / "initial_population.json").read_text())
     for k, hyper in enumerate(population):
         run_dir = workdir / "fixed" / f"member_{k}"
-        if transfer.is_evaluated(run_dir, frames):
+        if transfer_matrix.is_evaluated(run_dir, frames):
             continue
         command = [sys.executable, "-m", "suites.minatar", f"--logdir={run_dir}", f"--total_frames={frames}"]
         command += [f"--seed={k + 1}", *(f"--{name}={value!r}" for name, value in hyper.items())]
-        transfer.subprocess_runner(command, workdir / "logs" / f"fixed_{k}.log")
+        transfer_matrix.subprocess_runner(command, workdir / "logs" / f"fixed_{k}.log")
         _evaluate(run_dir, "fixed_member", episodes, workdir / "logs" / f"eval_fixed_{k}.log")
 
 
 def _evaluate(run_dir: Path, agent: str, episodes: int, log: Path) -> None:
     command = [sys.executable, "-m", "impala_tf.evaluate", f"--logdir={run_dir}", f"--episodes={episodes}"]
-    transfer.subprocess_runner([*command, f"--agent={agent}"], log)
+    transfer_matrix.subprocess_runner([*command, f"--agent={agent}"], log)
 
 
-def _normalised(run_dirs: list[Path], suite: leaderboard.SuiteInfo) -> np.ndarray:
+def _normalised(run_dirs: list[Path], suite: SuiteInfo) -> np.ndarray:
     """[runs, games] normalised evaluation scores."""
     rows = []
     for run_dir in run_dirs:
@@ -92,13 +95,13 @@ def _normalised(run_dirs: list[Path], suite: leaderboard.SuiteInfo) -> np.ndarra
 
 
 def report(workdir: Path, normaliser: str, out: Path) -> str:
-    suite = leaderboard.resolve_suite("minatar", normaliser)
+    suite = resolve_suite("minatar", normaliser)
     arms = {
         "PBT": sorted((workdir / "pbt" / "members").glob("*/eval_summary.json")),
         "fixed": sorted((workdir / "fixed").glob("member_*/eval_summary.json")),
     }
     if not all(arms.values()):
-        raise leaderboard.InputError(f"{workdir}: evaluate both arms first (`run`)")
+        raise InputError(f"{workdir}: evaluate both arms first (`run`)")
     lines = [
         GENERATED_MARKER,
         "# Population-based training on MinAtar",
@@ -140,7 +143,7 @@ def main(argv):
             )
         else:
             print(report(Path(FLAGS.workdir), FLAGS.normaliser, Path(FLAGS.out)))
-    except (transfer.TransferError, leaderboard.InputError, ValueError, OSError) as error:
+    except (TransferError, InputError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import suites
-from impala_tf import leaderboard
 from impala_tf.interop import collect_game_scores, make_dm_env, make_gym_vector_env, write_scores_csv
 from impala_tf.interop import tf_agents as tf_agents_adapters
+from impala_tf.report import inputs
 
 
 def random_actor(env, seed=0):
@@ -151,7 +151,7 @@ def test_score_file_from_a_gym_evaluation_is_read_by_the_leaderboard(tmp_path):
         tmp_path / "random.csv", scores, agent="random", seed=1, frames=0, protocol="minatar"
     )
     assert path.read_text().splitlines()[0] == "game,score,agent,seed,frames,protocol"
-    (agent,) = leaderboard.load_agents(leaderboard.resolve_suite("minatar"), [str(path)])
+    (agent,) = inputs.load_agents(inputs.resolve_suite("minatar"), [str(path)])
     assert agent.name == "random"
     assert agent.scores == {game: {1: float(np.mean(s))} for game, s in scores.items()}
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from impala_tf import leaderboard, reference
+from impala_tf.report import inputs, plots, render, statistics
 
 REPO = Path(__file__).resolve().parents[1]
 HUMAN_RANDOM = reference.atari57_human_random()
@@ -101,7 +102,7 @@ def test_markdown_shows_partial_coverage_intervals_and_per_game_scores(tmp_path,
     out_dir = tmp_path / "board"
     code, _, err = run_cli(capsys, f"--scores={scores}", f"--out={out_dir}", "--bootstrap_resamples=300")
     assert code == 0, err
-    assert sorted(p.name for p in out_dir.iterdir()) == sorted(leaderboard.OUTPUT_FILES)
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(render.OUTPUT_FILES)
     readme = (out_dir / "README.md").read_text()
     row = next(line for line in readme.splitlines() if "| seeded |" in line)
     assert "4/57" in row and "aggregates over 4/57 games" in row
@@ -146,10 +147,8 @@ def test_unspecified_protocol_is_flagged_on_its_own_row(tmp_path, capsys):
 
 def test_reference_rows_are_restricted_to_the_suite_games():
     games = ("battle_zone", "double_dunk", "name_this_game", "phoenix", "qbert")
-    suite = leaderboard.SuiteInfo(
-        "atari5", games, {game: HUMAN_RANDOM[game] for game in games}, "human/random"
-    )
-    board = leaderboard.build_leaderboard(suite, [], ["impala_paper"], num_resamples=10)
+    suite = inputs.SuiteInfo("atari5", games, {game: HUMAN_RANDOM[game] for game in games}, "human/random")
+    board = statistics.build_leaderboard(suite, [], ["impala_paper"], num_resamples=10)
     paper = {a.agent: a for a in reference.reference_agents("impala_paper")}
     assert {a.name for a in board.agents} == set(paper)
     for a in board.agents:
@@ -159,13 +158,13 @@ def test_reference_rows_are_restricted_to_the_suite_games():
 
 
 def test_suite_without_normaliser_reports_raw_scores():
-    suite = leaderboard.SuiteInfo("toy", ("catch", "maze"), None, "none (raw scores)")
-    agent = leaderboard.AgentData(name="agent", protocol=None, scores={"catch": {0: 0.5, 1: 0.7}})
-    board = leaderboard.build_leaderboard(suite, [agent], [], num_resamples=10)
-    files = leaderboard.render(board)
+    suite = inputs.SuiteInfo("toy", ("catch", "maze"), None, "none (raw scores)")
+    agent = inputs.AgentData(name="agent", protocol=None, scores={"catch": {0: 0.5, 1: 0.7}})
+    board = statistics.build_leaderboard(suite, [agent], [], num_resamples=10)
+    files = render.render(board)
     assert "raw scores only" in files["README.md"]
     assert "| catch | 0.6 |" in files["per_game.md"]
-    entry = leaderboard.leaderboard_json(board)["agents"]["agent"]
+    entry = render.leaderboard_json(board)["agents"]["agent"]
     assert entry["median_hns"] is None and entry["games"] == 1
 
 
@@ -298,7 +297,7 @@ def test_published_points_beyond_the_curves_are_listed_not_drawn():
     points = [p for p in reference.atari_published_small_budget() if p.game == "breakout"]
     figure, axis = plt.subplots()
     handles: dict = {}
-    leaderboard._draw_published(axis, points, 9_900_000.0, handles)  # curves end near 10M frames
+    plots._draw_published(axis, points, 9_900_000.0, handles)  # curves end near 10M frames
     assert list(handles) == ["RLlib IMPALA (published)"]
     (marker,) = axis.lines
     assert list(marker.get_xdata()) == [10_000_000] and list(marker.get_ydata()) == [72.0]
@@ -405,7 +404,7 @@ def test_nothing_to_score_is_an_error(capsys):
 
 
 def test_normaliser_file_normalises_and_must_cover_the_suite(tmp_path, capsys):
-    games = leaderboard.resolve_suite("atari57").games
+    games = inputs.resolve_suite("atari57").games
     normaliser = write_csv(tmp_path / "norm.csv", ["game", "low", "high"], [[g, 0.0, 10.0] for g in games])
     scores = write_csv(tmp_path / "s.csv", ["game", "score"], [["pong", 5.0]])
     code, out, _ = run_cli(
@@ -436,7 +435,7 @@ def test_existing_report_survives_a_failure_while_rendering(tmp_path, capsys, mo
     def broken_report(board):
         raise RuntimeError("plotting failed")
 
-    monkeypatch.setattr(leaderboard, "report_html", broken_report)
+    monkeypatch.setattr(render, "report_html", broken_report)
     with pytest.raises(RuntimeError, match="plotting failed"):
         leaderboard.run(["leaderboard", "--reference=impala_paper,machado_repro", f"--out={out_dir}"])
     assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == before
@@ -445,10 +444,10 @@ def test_existing_report_survives_a_failure_while_rendering(tmp_path, capsys, mo
 
 def test_a_failure_while_writing_files_leaves_the_old_report_and_no_staging_directory(tmp_path):
     out_dir = tmp_path / "board"
-    leaderboard.write_atomically({"README.md": leaderboard.GENERATED_MARKER + "\nold\n"}, out_dir)
-    files = {"README.md": leaderboard.GENERATED_MARKER + "\nnew\n", "broken.csv": None}  # fails on the 2nd
+    render.write_atomically({"README.md": render.GENERATED_MARKER + "\nold\n"}, out_dir)
+    files = {"README.md": render.GENERATED_MARKER + "\nnew\n", "broken.csv": None}  # fails on the 2nd
     with pytest.raises(TypeError):
-        leaderboard.write_atomically(files, out_dir)
+        render.write_atomically(files, out_dir)
     assert [p.name for p in out_dir.iterdir()] == ["README.md"]
     assert (out_dir / "README.md").read_text().endswith("old\n")
     assert [p.name for p in tmp_path.iterdir()] == ["board"]
@@ -541,7 +540,7 @@ def test_check_needs_one_agent_per_side_and_a_known_command(tmp_path, capsys):
 
 def test_committed_atari57_leaderboard_matches_the_code(tmp_path):
     committed = REPO / "leaderboards" / "atari57"
-    generated = leaderboard.write_reference_leaderboard(tmp_path / "atari57")
+    generated = render.write_reference_leaderboard(tmp_path / "atari57")
     names = sorted(p.name for p in generated.iterdir() if p.suffix in (".md", ".csv"))
     assert names == ["README.md", "aggregates.csv", "per_game.csv", "per_game.md"]
     for name in names:

@@ -128,10 +128,10 @@ def test_every_member_learns_and_the_best_is_evaluated_for_the_leaderboard(popul
     assert evaluation["agent"] == pbt.BEST_AGENT
     assert (logdir / "pbt.png").stat().st_size > 1000
 
-    from impala_tf import leaderboard
+    from impala_tf.report import inputs
 
-    suite = leaderboard.resolve_suite("catch")
-    (agent,) = leaderboard.load_agents(suite, run_dirs=[str(logdir)])
+    suite = inputs.resolve_suite("catch")
+    (agent,) = inputs.load_agents(suite, run_dirs=[str(logdir)])
     assert agent.name == pbt.BEST_AGENT
 
 

@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from impala_tf import leaderboard, reference, transfer
+from experiments import transfer_matrix
+from impala_tf import reference, transfer
+from impala_tf.report import inputs
+from impala_tf.report import transfer as transfer_report
 
 REPO = Path(__file__).resolve().parents[1]
 MINATAR = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
@@ -54,11 +57,11 @@ def normaliser_file(tmp_path: Path) -> str:
 
 
 def test_paper_deep_multitask_is_behind_its_experts_on_48_of_57_games():
-    suite = leaderboard.resolve_suite("atari57")
-    comparison = transfer.compare_with_experts(
+    suite = inputs.resolve_suite("atari57")
+    comparison = transfer_report.compare_with_experts(
         suite,
-        transfer.load_side(suite, ["impala_deep_multitask"], "multitask"),
-        transfer.load_side(suite, ["impala_deep_experts"], "experts"),
+        transfer_report.load_side(suite, ["impala_deep_multitask"], "multitask"),
+        transfer_report.load_side(suite, ["impala_deep_experts"], "experts"),
     )
     # Independently from the data files: HNS of both columns of Table C.1 and the sign of each difference.
     agents = {a.agent: a.scores for a in reference.reference_agents("impala_paper")}
@@ -68,7 +71,7 @@ def test_paper_deep_multitask_is_behind_its_experts_on_48_of_57_games():
         for g, n in norm.items()
     }
     assert len(comparison.games) == 57
-    assert comparison.counts == transfer.TransferCounts(
+    assert comparison.counts == transfer_report.TransferCounts(
         positive=sum(d > 0 for d in diff.values()), negative=sum(d < 0 for d in diff.values()), neutral=1
     )
     assert comparison.counts == (8, 48, 1)  # montezuma_revenge: 0 for both
@@ -88,15 +91,15 @@ def test_paper_deep_multitask_is_behind_its_experts_on_48_of_57_games():
 
 
 def test_experts_merge_single_game_runs_and_differences_are_normalised(tmp_path):
-    suite = leaderboard.resolve_suite("minatar", normaliser_file(tmp_path))
+    suite = inputs.resolve_suite("minatar", normaliser_file(tmp_path))
     multitask = make_run(tmp_path / "mt", "mt", 1, {g: 5.0 for g in MINATAR})
     experts = [
         make_run(tmp_path / "experts" / g, f"expert_{g}", 1, {g: float(i * 2)}) for i, g in enumerate(MINATAR)
     ]
-    comparison = transfer.compare_with_experts(
+    comparison = transfer_report.compare_with_experts(
         suite,
-        transfer.load_side(suite, [str(multitask)], "multitask"),
-        transfer.load_side(suite, [str(tmp_path / "experts")], "experts"),
+        transfer_report.load_side(suite, [str(multitask)], "multitask"),
+        transfer_report.load_side(suite, [str(tmp_path / "experts")], "experts"),
     )
     # experts: 0, 2, 4, 6, 8 -> 0 %, 20 %, ...; multi-task 50 % everywhere.
     np.testing.assert_allclose(comparison.difference, [50.0, 30.0, 10.0, -10.0, -30.0])
@@ -105,11 +108,11 @@ def test_experts_merge_single_game_runs_and_differences_are_normalised(tmp_path)
 
 
 def test_two_sources_giving_the_same_game_and_seed_are_rejected(tmp_path):
-    suite = leaderboard.resolve_suite("minatar")
+    suite = inputs.resolve_suite("minatar")
     a = make_run(tmp_path / "a", "a", 1, {"breakout": 1.0})
     b = make_run(tmp_path / "b", "b", 1, {"breakout": 2.0})
-    with pytest.raises(transfer.TransferError, match=r"\(breakout, seed 1\) a second time"):
-        transfer.load_side(suite, [str(a), str(b)], "experts")
+    with pytest.raises(transfer_report.TransferError, match=r"\(breakout, seed 1\) a second time"):
+        transfer_report.load_side(suite, [str(a), str(b)], "experts")
 
 
 def test_experts_cli_writes_report_and_names_bad_sources(tmp_path, capsys):
@@ -125,9 +128,9 @@ def test_experts_cli_writes_report_and_names_bad_sources(tmp_path, capsys):
     )
     assert code == 0
     assert "8 positive, 48 negative" in capsys.readouterr().out
-    assert set(os.listdir(out)) == set(transfer.EXPERTS_FILES)
+    assert set(os.listdir(out)) == set(transfer_report.EXPERTS_FILES)
     text = (out / "transfer_vs_experts.md").read_text()
-    assert text.startswith(transfer.GENERATED_MARKER) and "| krull |" in text
+    assert text.startswith(transfer_report.GENERATED_MARKER) and "| krull |" in text
     assert (out / "transfer_vs_experts.png").read_bytes()[:4] == b"\x89PNG"
 
     code = transfer.run(["transfer", "experts", "--multitask=nope", "--experts=impala_deep_experts"])
@@ -135,7 +138,9 @@ def test_experts_cli_writes_report_and_names_bad_sources(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "impala_deep_multitask" in err  # names the valid published agents
     assert transfer.run(["transfer", "explain"]) == 1
-    assert "valid: experts, matrix" in capsys.readouterr().err
+    assert "valid: experts" in capsys.readouterr().err
+    assert transfer.run(["transfer", "matrix", "--notrain"]) == 1  # moved: named in one line
+    assert "python -m experiments.transfer_matrix" in capsys.readouterr().err
 
 
 def test_committed_atari57_transfer_report_is_up_to_date(tmp_path):
@@ -157,27 +162,29 @@ def test_committed_atari57_transfer_report_is_up_to_date(tmp_path):
 
 
 def test_transfer_counts_respect_the_tolerance():
-    assert transfer.transfer_counts(np.array([3.0, -0.5, 0.2, -2.0, 0.0]), tolerance=0.5) == (1, 1, 3)
+    assert transfer_report.transfer_counts(np.array([3.0, -0.5, 0.2, -2.0, 0.0]), tolerance=0.5) == (1, 1, 3)
     with pytest.raises(ValueError, match="finite"):
-        transfer.transfer_counts(np.array([np.nan]))
+        transfer_report.transfer_counts(np.array([np.nan]))
 
 
 def test_relative_gain_is_ratio_minus_one_and_undefined_on_a_zero_baseline():
-    np.testing.assert_allclose(transfer.relative_gain([6.0, 2.0, 4.0], [4.0, 4.0, 4.0]), [0.5, -0.5, 0.0])
-    assert np.isnan(transfer.relative_gain(1.0, 0.0))
-    assert np.isnan(transfer.relative_gain(1.0, -2.0))
+    np.testing.assert_allclose(
+        transfer_report.relative_gain([6.0, 2.0, 4.0], [4.0, 4.0, 4.0]), [0.5, -0.5, 0.0]
+    )
+    assert np.isnan(transfer_report.relative_gain(1.0, 0.0))
+    assert np.isnan(transfer_report.relative_gain(1.0, -2.0))
 
 
 def test_auc_of_a_constant_curve_is_the_constant_and_of_a_ramp_is_half_its_end():
     frames = np.arange(1, 1001) * 100.0
-    assert transfer.curve_auc(frames, np.full(1000, 3.0), budget=100_000) == pytest.approx(3.0)
+    assert transfer_report.curve_auc(frames, np.full(1000, 3.0), budget=100_000) == pytest.approx(3.0)
     ramp = frames / 100_000 * 10.0  # return rises linearly from 0 to 10 over the budget
-    assert transfer.curve_auc(frames, ramp, budget=100_000, window=1) == pytest.approx(5.0, abs=0.01)
+    assert transfer_report.curve_auc(frames, ramp, budget=100_000, window=1) == pytest.approx(5.0, abs=0.01)
     # Held constant after the last episode: learning fast and plateauing beats learning the same amount late.
-    early = transfer.curve_auc(frames[:100], np.full(100, 10.0), budget=100_000)
+    early = transfer_report.curve_auc(frames[:100], np.full(100, 10.0), budget=100_000)
     assert early == pytest.approx(10.0)
     with pytest.raises(ValueError, match="at least one episode"):
-        transfer.curve_auc(np.array([]), np.array([]), budget=10)
+        transfer_report.curve_auc(np.array([]), np.array([]), budget=10)
 
 
 def synthetic_run(final: float, start: float, n: int = 400, budget: int = 40_000, seed: int = 0):
@@ -195,17 +202,17 @@ def test_matrix_gains_on_synthetic_learning_curves():
         ("a", "b"): [synthetic_run(3.0, 2.0, seed=4)],  # starts where scratch b ends: positive transfer
         ("b", "a"): [synthetic_run(2.0, 0.0, seed=5)],  # ends at half of scratch a: negative transfer
     }
-    m = transfer.matrix_from_curves(["a", "b"], budget, scratch, finetuned, seeds=[1], window=1)
+    m = transfer_report.matrix_from_curves(["a", "b"], budget, scratch, finetuned, seeds=[1], window=1)
     assert np.isnan(m.auc_gain[0, 0]) and np.isnan(m.final_gain[1, 1])  # no diagonal cells
     assert m.final_gain[0, 1] == pytest.approx(0.5)  # 3 / 2 - 1
     assert m.final_gain[1, 0] == pytest.approx(-0.5)  # 2 / 4 - 1
     # AUC: a ramp from s to f averages (s + f) / 2: b from scratch 1.0, a -> b 2.5; a from scratch 2.0, b -> a 1.0.
     assert m.auc_gain[0, 1] == pytest.approx(1.5, abs=0.05)
     assert m.auc_gain[1, 0] == pytest.approx(-0.5, abs=0.05)
-    csv_rows = list(csv.DictReader(transfer.matrix_csv(m).splitlines()))
+    csv_rows = list(csv.DictReader(transfer_report.matrix_csv(m).splitlines()))
     assert [(r["source"], r["target"]) for r in csv_rows] == [("a", "b"), ("b", "a")]
     assert float(csv_rows[0]["final_gain"]) == pytest.approx(0.5)
-    text = transfer.matrix_markdown(m)
+    text = transfer_report.matrix_markdown(m)
     assert "raises the final score on 1 and lowers it on 1" in text and "| a | — | +50 % |" in text
 
 
@@ -260,11 +267,11 @@ class FakeSuiteBinary:
 
 def test_matrix_driver_trains_scratch_then_finetunes_from_it_and_skips_finished_runs(tmp_path):
     fake = FakeSuiteBinary(helpful="asterix")
-    fv = transfer.flags.FlagValues()
-    transfer.define_flags(fv)
+    fv = transfer_matrix.flags.FlagValues()
+    transfer_matrix.define_flags(fv)
     fv(
         [
-            "transfer",
+            "transfer_matrix",
             "--suite=minatar",
             "--games=asterix,breakout",
             "--frames=20000",
@@ -274,7 +281,7 @@ def test_matrix_driver_trains_scratch_then_finetunes_from_it_and_skips_finished_
             "--train_args=--learning_rate=0.002",
         ]
     )
-    assert transfer._matrix_main(fv, runner=fake) == 0
+    assert transfer_matrix._main(["transfer_matrix"], fv, runner=fake) == 0
 
     trains = [c for c in fake.commands if "impala_tf.evaluate" not in c]
     assert len(trains) == 2 * 2 + 2 * 2  # (2 scratch + 2 fine-tuned) x 2 seeds
@@ -296,19 +303,19 @@ def test_matrix_driver_trains_scratch_then_finetunes_from_it_and_skips_finished_
     assert (tmp_path / "out" / "transfer_matrix.png").read_bytes()[:4] == b"\x89PNG"
 
     fake.commands.clear()
-    assert transfer._matrix_main(fv, runner=fake) == 0
+    assert transfer_matrix._main(["transfer_matrix"], fv, runner=fake) == 0
     assert fake.commands == []  # everything was evaluated already
 
 
 def test_matrix_rejects_bad_input_in_one_line(tmp_path, capsys):
-    base = ["transfer", "matrix", "--suite=minatar", f"--workdir={tmp_path}"]
-    assert transfer.run([*base, "--games=breakout,pong"]) == 1
+    base = ["transfer_matrix", "--suite=minatar", f"--workdir={tmp_path}"]
+    assert transfer_matrix.run([*base, "--games=breakout,pong"]) == 1
     assert "pong not in suite minatar; valid: asterix" in capsys.readouterr().err
-    assert transfer.run([*base, "--games=breakout"]) == 1
+    assert transfer_matrix.run([*base, "--games=breakout"]) == 1
     assert "at least 2 games" in capsys.readouterr().err
-    assert transfer.run([*base, "--games=breakout,asterix", "--seeds=x"]) == 1
+    assert transfer_matrix.run([*base, "--games=breakout,asterix", "--seeds=x"]) == 1
     assert "--seeds must be integers" in capsys.readouterr().err
-    assert transfer.run([*base, "--games=breakout,asterix", "--notrain"]) == 1
+    assert transfer_matrix.run([*base, "--games=breakout,asterix", "--notrain"]) == 1
     err = capsys.readouterr().err
     assert "episodes.csv: missing" in err and len(err.strip().splitlines()) == 1
 
@@ -318,13 +325,13 @@ def test_matrix_rejects_bad_input_in_one_line(tmp_path, capsys):
 
 def test_adapt_weights_slices_or_zero_pads_input_channels_only():
     kernel = np.arange(2 * 2 * 4 * 3, dtype=np.float32).reshape(2, 2, 4, 3)
-    padded = transfer.adapt_weights(kernel, (2, 2, 10, 3))
+    padded = transfer_matrix.adapt_weights(kernel, (2, 2, 10, 3))
     np.testing.assert_array_equal(padded[:, :, :4], kernel)
     assert not padded[:, :, 4:].any()
-    np.testing.assert_array_equal(transfer.adapt_weights(kernel, (2, 2, 3, 3)), kernel[:, :, :3])
-    np.testing.assert_array_equal(transfer.adapt_weights(np.ones(5), (5,)), np.ones(5))
-    with pytest.raises(transfer.TransferError, match="cannot adapt"):
-        transfer.adapt_weights(kernel, (2, 2, 4, 5))
+    np.testing.assert_array_equal(transfer_matrix.adapt_weights(kernel, (2, 2, 3, 3)), kernel[:, :, :3])
+    np.testing.assert_array_equal(transfer_matrix.adapt_weights(np.ones(5), (5,)), np.ones(5))
+    with pytest.raises(transfer_report.TransferError, match="cannot adapt"):
+        transfer_matrix.adapt_weights(kernel, (2, 2, 4, 5))
 
 
 def test_adapted_breakout_weights_initialise_a_seaquest_network(tmp_path):
@@ -348,7 +355,7 @@ def test_adapted_breakout_weights_initialise_a_seaquest_network(tmp_path):
     )
     tf.train.CheckpointManager(tf.train.Checkpoint(learner=holder), str(source / "checkpoints"), 1).save()
 
-    adapted = transfer.adapt_checkpoint(source, "seaquest", tmp_path / "adapted")
+    adapted = transfer_matrix.adapt_checkpoint(source, "seaquest", tmp_path / "adapted")
     assert json.loads((adapted / "config.json").read_text())["observation_shape"] == [10, 10, 10]
     target_spec = rundir.load_run_spec(adapted)[1]
     target_env = agent.make_env(target_spec, [0], 0)
@@ -371,10 +378,9 @@ def test_matrix_end_to_end_on_minatar_with_real_runs(tmp_path):
     """Real subprocesses: scratch runs of two games with different observation channels, adaptation, then
     fine-tuning through --init_from, evaluation and the report (tiny budgets: a smoke test, not a result)."""
     out = tmp_path / "out"
-    code = transfer.run(
+    code = transfer_matrix.run(
         [
-            "transfer",
-            "matrix",
+            "transfer_matrix",
             "--suite=minatar",
             "--games=breakout,space_invaders",
             "--frames=6400",
@@ -410,8 +416,8 @@ MATRIX_ARGS = [
 
 
 def test_committed_minatar_transfer_matrix_is_up_to_date(tmp_path):
-    args = ["transfer", "matrix", *MATRIX_ARGS, f"--workdir={INPUTS / 'transfer'}", f"--out={tmp_path}"]
-    assert transfer.run(args) == 0
+    args = ["transfer_matrix", *MATRIX_ARGS, f"--workdir={INPUTS / 'transfer'}", f"--out={tmp_path}"]
+    assert transfer_matrix.run(args) == 0
     for name in ("transfer_matrix.md", "transfer_matrix.csv"):
         committed = REPO / "leaderboards" / "minatar" / name
         assert committed.read_text() == (tmp_path / name).read_text(), f"{name}: run `make leaderboards`"
