@@ -111,6 +111,11 @@ flags.DEFINE_float("entropy_cost", 0.01, "Entropy bonus weight.")
 flags.DEFINE_enum("reward_clipping", "abs_one", list(losses.REWARD_CLIPPING_MODES), "Reward clipping.")
 flags.DEFINE_float("clip_rho_threshold", 1.0, "V-trace rho-bar (value targets).")
 flags.DEFINE_float("clip_pg_rho_threshold", 1.0, "V-trace pg-rho-bar (policy gradient).")
+flags.DEFINE_float(
+    "vtrace_lambda",
+    1.0,
+    "V-trace lambda: traces c_i = lambda * min(1, pi/mu) (1: the paper's; 0: one-step TD).",
+)
 flags.DEFINE_bool("popart", False, "PopArt multi-task value normalisation (Hessel et al. 2019).")
 flags.DEFINE_float("popart_step_size", 3e-4, "PopArt statistics step size beta.")
 flags.DEFINE_list(
@@ -150,6 +155,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "rmsprop_epsilon": 0.01,
         "rmsprop_initial_mean_square": 1.0,
         "max_grad_norm": 40.0,
+        "vtrace_lambda": 1.0,
     },
 }
 flags.DEFINE_enum(
@@ -206,7 +212,7 @@ def validate(values: Any = None) -> None:
         raise flags.ValidationError(f"--intra_op_threads must be >= 0 (0: auto), got {f.intra_op_threads}")
     if f.max_actor_restarts < 0:
         raise flags.ValidationError("--max_actor_restarts must be >= 0")
-    for name in ("discount",):
+    for name in ("discount", "vtrace_lambda"):
         if not 0.0 <= getattr(f, name) <= 1.0:
             raise flags.ValidationError(f"--{name} must be in [0, 1], got {getattr(f, name)}")
     for name in ("seed", "env_threads", "queue_capacity"):

@@ -58,6 +58,9 @@ class LossConfig:
     correction: str = "vtrace"
     clip_rho_threshold: float | None = 1.0
     clip_pg_rho_threshold: float | None = 1.0
+    vtrace_lambda: float = (
+        1.0  # λ scaling V-trace's traces (1: the paper's V-trace); every correction uses it
+    )
     epsilon: float = 1e-6  # only for correction="epsilon"
 
     def __post_init__(self):
@@ -77,6 +80,8 @@ class LossConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be a positive number or None (no clipping), got {value!r}")
+        if not 0.0 <= self.vtrace_lambda <= 1.0:
+            raise ValueError(f"vtrace_lambda must be in [0, 1], got {self.vtrace_lambda}")
         if not self.epsilon > 0:
             raise ValueError(f"epsilon must be > 0, got {self.epsilon}")
 
@@ -152,7 +157,11 @@ def _log_rhos(x: CorrectionInputs) -> tf.Tensor:
 
 
 def _vtrace_targets(
-    x: CorrectionInputs, log_rhos: tf.Tensor, clip_rho: float | None, clip_pg_rho: float | None
+    x: CorrectionInputs,
+    log_rhos: tf.Tensor,
+    clip_rho: float | None,
+    clip_pg_rho: float | None,
+    lambda_: float,
 ) -> Targets:
     # Reset transitions get ρ = c = exp(-1e9) = 0: v_t = V(x_t) there, and no trace crosses into earlier steps.
     returns = vtrace.from_importance_weights(
@@ -163,19 +172,21 @@ def _vtrace_targets(
         bootstrap_value=x.bootstrap_value,
         clip_rho_threshold=clip_rho,
         clip_pg_rho_threshold=clip_pg_rho,
+        lambda_=lambda_,
     )
     return Targets(returns.vs, returns.pg_advantages, x.target_log_probs)
 
 
 def vtrace_correction(x: CorrectionInputs, config: LossConfig) -> Targets:
     """V-trace targets and advantages with the config's ρ̄ and ρ̄_pg (paper equation 1 and section 4.2)."""
-    return _vtrace_targets(x, _log_rhos(x), config.clip_rho_threshold, config.clip_pg_rho_threshold)
+    return _vtrace_targets(
+        x, _log_rhos(x), config.clip_rho_threshold, config.clip_pg_rho_threshold, config.vtrace_lambda
+    )
 
 
 def no_correction(x: CorrectionInputs, config: LossConfig) -> Targets:
-    """As if the data were on-policy: V-trace with ρ = c = 1 whatever the thresholds (n-step returns)."""
-    del config
-    return _vtrace_targets(x, tf.zeros_like(x.target_log_probs), None, None)
+    """As if the data were on-policy: V-trace with ρ = 1 whatever the thresholds (n-step, or λ-, returns)."""
+    return _vtrace_targets(x, tf.zeros_like(x.target_log_probs), None, None, config.vtrace_lambda)
 
 
 def epsilon_correction(x: CorrectionInputs, config: LossConfig) -> Targets:

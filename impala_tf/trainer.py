@@ -57,6 +57,7 @@ def loss_config_from_flags() -> LossConfig:
         correction=FLAGS.correction,
         clip_rho_threshold=FLAGS.clip_rho_threshold,
         clip_pg_rho_threshold=FLAGS.clip_pg_rho_threshold,
+        vtrace_lambda=FLAGS.vtrace_lambda,
     )
 
 

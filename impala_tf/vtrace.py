@@ -9,7 +9,8 @@ target (paper equation 1) is
 
     v_s = V(x_s) + Σ_{t=s}^{T-1} (Π_{i=s}^{t-1} γ_i c_i) δ_t V,   δ_t V = ρ_t (r_t + γ_t V(x_{t+1}) − V(x_t))
 
-with V(x_T) = bootstrap_value. It obeys the backward recursion (paper remark 1)
+with V(x_T) = bootstrap_value. With λ < 1 the traces become c_i = λ · min(c̄, π/μ) (paper section 4.1, the
+remark on mixing V-trace with TD(λ)): λ = 1 is the paper's V-trace, λ = 0 one-step TD targets. It obeys the backward recursion (paper remark 1)
 
     v_s − V(x_s) = δ_s V + γ_s c_s (v_{s+1} − V(x_{s+1})),      v_T − V(x_T) = 0,
 
@@ -86,6 +87,7 @@ def from_importance_weights(
     clip_rho_threshold: float | None = 1.0,
     clip_pg_rho_threshold: float | None = 1.0,
     clip_c_threshold: float | None = 1.0,
+    lambda_: float = 1.0,
 ) -> VTraceReturns:
     """V-trace targets and policy-gradient advantages from log importance weights (paper equation 1).
 
@@ -106,6 +108,8 @@ def from_importance_weights(
     _check_threshold("clip_rho_threshold", clip_rho_threshold)
     _check_threshold("clip_pg_rho_threshold", clip_pg_rho_threshold)
     _check_threshold("clip_c_threshold", clip_c_threshold)
+    if not 0.0 <= lambda_ <= 1.0:
+        raise ValueError(f"lambda_ must be in [0, 1], got {lambda_!r}")
     # Stopping gradients at the inputs makes every output a constant and keeps the backward graph small.
     log_rhos, discounts, rewards, values, bootstrap_value = (
         tf.stop_gradient(tf.convert_to_tensor(x, dtype=tf.float32))
@@ -119,7 +123,7 @@ def from_importance_weights(
 
     rhos = tf.exp(log_rhos)
     clipped_rhos = _clip(rhos, clip_rho_threshold)
-    cs = _clip(rhos, clip_c_threshold)
+    cs = lambda_ * _clip(rhos, clip_c_threshold)
 
     values_t_plus_1 = tf.concat([values[1:], bootstrap_value[tf.newaxis]], axis=0)
     deltas = clipped_rhos * (rewards + discounts * values_t_plus_1 - values)
@@ -141,6 +145,7 @@ def from_logits(
     clip_rho_threshold: float | None = 1.0,
     clip_pg_rho_threshold: float | None = 1.0,
     clip_c_threshold: float | None = 1.0,
+    lambda_: float = 1.0,
 ) -> VTraceFromLogitsReturns:
     """V-trace for softmax policies: log ρ_t = log π(a_t|x_t) − log μ(a_t|x_t) from the two policies' logits.
 
@@ -148,7 +153,7 @@ def from_logits(
       behaviour_policy_logits: float32 [T, B, A] logits of μ, the policy that acted.
       target_policy_logits: float32 [T, B, A] logits of π, the learner's policy.
       actions: int32 [T, B] actions a_t taken by μ.
-      discounts, rewards, values, bootstrap_value, clip_*: as in `from_importance_weights`.
+      discounts, rewards, values, bootstrap_value, clip_*, lambda_: as in `from_importance_weights`.
 
     Returns:
       VTraceFromLogitsReturns; `target_action_log_probs` keeps its gradient (for the policy-gradient loss).
@@ -172,6 +177,7 @@ def from_logits(
         clip_rho_threshold=clip_rho_threshold,
         clip_pg_rho_threshold=clip_pg_rho_threshold,
         clip_c_threshold=clip_c_threshold,
+        lambda_=lambda_,
     )
     return VTraceFromLogitsReturns(
         vs=returns.vs,

@@ -224,6 +224,29 @@ def test_corrections_agree_on_policy_data():
     np.testing.assert_allclose(grad_logits, reference_grad_logits, rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.parametrize("correction", losses.CORRECTIONS)
+def test_vtrace_lambda_zero_gives_every_correction_one_step_targets(correction):
+    """λ = 0 cuts every trace: v_t = V(x_t) + ρ_t δ_t (ρ_t = 1 for the uncorrected targets), where δ_t is
+    the one-step TD error of the clipped reward; the reset transition keeps v_t = V(x_t)."""
+    batch = make_batch(seed=12)
+    config = LossConfig(correction=correction, vtrace_lambda=0.0)
+    _, logs, _, _ = loss_and_gradients(batch, config)
+    values = batch["baseline"]
+    next_values = np.concatenate([values[1:], batch["bootstrap_value"][None]])
+    rewards = np.clip(batch["rewards"], -1, 1)
+    deltas = rewards + 0.99 * batch["env_discounts"] * next_values - values
+    if correction == "vtrace":
+        log_pi = tf.nn.log_softmax(batch["target_logits"]).numpy()
+        log_mu = tf.nn.log_softmax(batch["behaviour_logits"]).numpy()
+        taken = batch["actions"][..., None]
+        rhos = np.exp(np.take_along_axis(log_pi - log_mu, taken, -1)[..., 0])
+        deltas = np.minimum(rhos, 1.0) * deltas
+    expected = np.where(batch["mask"] > 0, values + deltas, values)
+    np.testing.assert_allclose(logs["vs"], expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="vtrace_lambda must be in"):
+        LossConfig(vtrace_lambda=1.5)
+
+
 def test_corrections_differ_on_off_policy_data():
     batch = make_batch(seed=5)
     # Off-policy data has actions the learner's policy finds very unlikely (π(a) ~ 1e-7): where ε matters.

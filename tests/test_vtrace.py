@@ -21,14 +21,16 @@ def _clip(x, threshold):
     return x if threshold is None else np.minimum(threshold, x)
 
 
-def reference_vtrace(log_rhos, discounts, rewards, values, bootstrap_value, rho_bar, pg_rho_bar, c_bar):
+def reference_vtrace(
+    log_rhos, discounts, rewards, values, bootstrap_value, rho_bar, pg_rho_bar, c_bar, lambda_=1.0
+):
     """v_s = V(x_s) + Σ_{t=s}^{T-1} (Π_{i=s}^{t-1} γ_i c_i) δ_t V, summed term by term (no recursion)."""
     log_rhos, discounts, rewards, values, bootstrap_value = (
         np.asarray(x, np.float64) for x in (log_rhos, discounts, rewards, values, bootstrap_value)
     )
     num_steps = log_rhos.shape[0]
     rhos = np.exp(log_rhos)
-    cs = _clip(rhos, c_bar)
+    cs = lambda_ * _clip(rhos, c_bar)
     next_values = np.concatenate([values[1:], bootstrap_value[None]], axis=0)
     deltas = _clip(rhos, rho_bar) * (rewards + discounts * next_values - values)
     vs = np.empty_like(values)
@@ -79,6 +81,46 @@ def test_matches_sum_formula_reference(num_steps, batch_size, rho_bar, pg_rho_ba
     assert returns.pg_advantages.shape == (num_steps, batch_size)
     assert_close(returns.vs, expected_vs)
     assert_close(returns.pg_advantages, expected_pg)
+
+
+@pytest.mark.parametrize("lambda_", [0.0, 0.5, 0.95])
+def test_lambda_scales_every_trace_as_in_the_sum_formula(lambda_):
+    rng = np.random.default_rng(int(lambda_ * 100))
+    inputs = random_inputs(rng, 20, 8)
+    expected_vs, expected_pg = reference_vtrace(
+        **inputs, rho_bar=1.0, pg_rho_bar=1.0, c_bar=1.0, lambda_=lambda_
+    )
+    returns = vtrace.from_importance_weights(**inputs, lambda_=lambda_)
+    assert_close(returns.vs, expected_vs)
+    assert_close(returns.pg_advantages, expected_pg)
+
+
+def test_on_policy_lambda_targets_are_td_lambda_returns():
+    """On-policy, v_s is the λ-return G_s = r_s + γ ((1 − λ) V(x_{s+1}) + λ G_{s+1}), G_T = V(x_T); λ = 0
+    gives one-step TD targets r_s + γ V(x_{s+1})."""
+    rng = np.random.default_rng(2)
+    num_steps, batch_size, gamma = 9, 4, 0.9
+    inputs = random_inputs(rng, num_steps, batch_size)
+    inputs["log_rhos"] = np.zeros_like(inputs["log_rhos"])
+    discounts = inputs["discounts"] = np.full((num_steps, batch_size), gamma, np.float32)
+    rewards, values, bootstrap = inputs["rewards"], inputs["values"], inputs["bootstrap_value"]
+    next_values = np.concatenate([values[1:], bootstrap[None]])
+    for lambda_ in (0.0, 0.8):
+        returns = vtrace.from_importance_weights(**inputs, lambda_=lambda_)
+        expected = np.empty((num_steps, batch_size))
+        following = bootstrap.astype(np.float64)
+        for s in reversed(range(num_steps)):
+            following = rewards[s] + discounts[s] * ((1 - lambda_) * next_values[s] + lambda_ * following)
+            expected[s] = following
+        assert_close(returns.vs, expected)
+    assert_close(vtrace.from_importance_weights(**inputs, lambda_=0.0).vs, rewards + discounts * next_values)
+
+
+def test_lambda_outside_unit_interval_is_rejected():
+    inputs = random_inputs(np.random.default_rng(3), 2, 2)
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="lambda_ must be in"):
+            vtrace.from_importance_weights(**inputs, lambda_=bad)
 
 
 def test_reference_covers_clipped_and_unclipped_and_ended_episodes():
