@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 from bench.loop import measure_loop  # noqa: E402
-from impala_tf import trainer, writers  # noqa: E402
+from impala_tf import rundir, writers  # noqa: E402
 from impala_tf.runtime import ray as ray_runtime  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -98,7 +98,7 @@ def main(argv):
         "rows": rows,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores",
-        "commit": trainer.git_commit() or "unknown",
+        "commit": rundir.git_commit() or "unknown",
     }
     out_dir = Path(FLAGS.results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

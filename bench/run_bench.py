@@ -347,7 +347,7 @@ def limit(env: float, inference: float, learn: float) -> float:
 
 
 def git_commit() -> str:
-    return trainer.git_commit() or "unknown"
+    return rundir.git_commit() or "unknown"
 
 
 def main(argv):

@@ -14,7 +14,9 @@ from typing import Any
 
 from absl import flags
 
-from impala_tf import losses, networks
+from impala_tf import agent, losses, networks
+from impala_tf import learner as learner_lib
+from impala_tf.losses import LossConfig
 
 FLAGS = flags.FLAGS
 
@@ -309,3 +311,34 @@ def parse_reward_scales(items: list[str]) -> dict[str, float]:
         if not sep or not game:
             raise flags.ValidationError(f"--reward_scale expects GAME=FACTOR items, got {item!r}")
     return scales
+
+
+# --- From flags to the configs the library takes ----------------------------------------------------------------
+
+
+def run_spec_from_flags(suite: Any) -> agent.RunSpec:
+    return agent.run_spec_from_flags(suite, flag_values_dict())
+
+
+def loss_config_from_flags() -> LossConfig:
+    return LossConfig(
+        discount=FLAGS.discount,
+        baseline_cost=FLAGS.baseline_cost,
+        entropy_cost=FLAGS.entropy_cost,
+        reward_clipping=FLAGS.reward_clipping,
+        correction=FLAGS.correction,
+        clip_rho_threshold=FLAGS.clip_rho_threshold,
+        clip_pg_rho_threshold=FLAGS.clip_pg_rho_threshold,
+        vtrace_lambda=FLAGS.vtrace_lambda,
+    )
+
+
+def optimizer_config_from_flags() -> learner_lib.OptimizerConfig:
+    return learner_lib.OptimizerConfig(
+        learning_rate=FLAGS.learning_rate,
+        decay=FLAGS.rmsprop_decay,
+        momentum=FLAGS.rmsprop_momentum,
+        epsilon=FLAGS.rmsprop_epsilon,
+        initial_mean_square=FLAGS.rmsprop_initial_mean_square,
+        max_grad_norm=FLAGS.max_grad_norm,
+    )

@@ -1,4 +1,5 @@
-"""What a run directory says about its run, read in one place: the suite, config.json and the run's spec.
+"""What a run directory says about its run, read in one place: the suite, config.json and the run's spec, the
+versions it records, and whether a new run can resume it.
 
 Every binary that reads a run directory (evaluate, export, transfer, pbt, the trainer itself when it resumes)
 goes through here, so none of them imports another binary. Problems with what the user asked for are a
@@ -7,7 +8,10 @@ goes through here, so none of them imports another binary. Problems with what th
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +63,86 @@ def load_run_spec(logdir: str | Path) -> tuple[dict, agent.RunSpec]:
     """(config.json contents, the RunSpec the run trained with)."""
     run_config = load_config(logdir)
     return run_config, run_spec_from_config(run_config, Path(logdir) / "config.json")
+
+
+# Flags that fix the learner's variables: a resumed run must agree on them. (--rmsprop_momentum adds a
+# momentum slot per weight when > 0, so only its being > 0 must agree.)
+SHAPE_FLAGS = ("network", "use_lstm", "popart")
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict[str, str]:
+    import ale_py
+    import tensorflow as tf
+
+    import impala_tf
+
+    return {
+        # (a stale editable install can leave the package a namespace without __version__)
+        "impala_tf": getattr(impala_tf, "__version__", None) or importlib.metadata.version("impala-tf"),
+        "tensorflow": tf.__version__,
+        "ale_py": ale_py.__version__,
+        "python": sys.version.split()[0],
+    }
+
+
+def check_existing_run(
+    logdir: Path,
+    suite_name: str,
+    games: tuple[str, ...],
+    flag_values: dict,
+    observation_shape: tuple[int, ...] | None = None,
+    num_actions: int | None = None,
+) -> None:
+    """Raises UserError, saying what differs, when `logdir` holds a run this one cannot resume: another suite or
+    games, or a learner with other variables (SHAPE_FLAGS, momentum on/off, observations, actions)."""
+    path = logdir / "config.json"
+    if not path.exists():
+        return
+    try:
+        old = json.loads(path.read_text())
+        old_flags = dict(old.get("flags", {}))
+    except (OSError, ValueError, TypeError, AttributeError) as error:  # not JSON, or not an object
+        raise UserError(f"{path} is unreadable ({error}); use a new --logdir") from None
+    if old.get("suite") != suite_name or tuple(old.get("games", ())) != games:
+        raise UserError(
+            f"--logdir={logdir} holds a run of suite {old.get('suite')!r} ({len(old.get('games', []))} games); "
+            f"this run is {suite_name!r} ({len(games)} games): use another --logdir"
+        )
+    differ = [
+        f"--{k}: checkpoint {old_flags[k]!r}, now {flag_values[k]!r}"
+        for k in SHAPE_FLAGS
+        if k in old_flags and old_flags[k] != flag_values[k]
+    ]
+    if "rmsprop_momentum" in old_flags and (old_flags["rmsprop_momentum"] > 0) != (
+        flag_values["rmsprop_momentum"] > 0
+    ):
+        differ.append(
+            f"--rmsprop_momentum: checkpoint {old_flags['rmsprop_momentum']!r}, now "
+            f"{flag_values['rmsprop_momentum']!r} (a momentum slot exists only when > 0)"
+        )
+    if observation_shape is not None and "observation_shape" in old:
+        if tuple(old["observation_shape"]) != tuple(observation_shape):
+            differ.append(
+                f"observations: checkpoint {old['observation_shape']}, now {list(observation_shape)}"
+            )
+    if num_actions is not None and old.get("num_actions", num_actions) != num_actions:
+        differ.append(f"actions: checkpoint {old['num_actions']}, now {num_actions}")
+    if differ:
+        raise UserError(
+            f"--logdir={logdir} holds an incompatible run ({'; '.join(differ)}): "
+            "use the run's flags or another --logdir"
+        )

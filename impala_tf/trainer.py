@@ -6,12 +6,9 @@ runs the learner loop over unrolls that a runtime (local threads or Ray) deliver
 
 from __future__ import annotations
 
-import importlib.metadata
-import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -20,14 +17,12 @@ from pathlib import Path
 import tensorflow as tf
 from absl import app, flags
 
-import impala_tf
 from impala_tf import agent, checkpoints, config, writers
 from impala_tf import learner as learner_lib
 from impala_tf import replay as replay_lib
 from impala_tf.actor import snapshot_of
-from impala_tf.losses import LossConfig
 from impala_tf.monitor import Monitor
-from impala_tf.rundir import UserError, resolve_suite
+from impala_tf.rundir import UserError, check_existing_run, git_commit, resolve_suite, versions
 from impala_tf.unroll import Unroll, batch_shapes, unroll_dtypes, unroll_shapes
 
 FLAGS = flags.FLAGS
@@ -42,114 +37,6 @@ EXIT_ACTORS_FAILED = 3  # more actor failures than --max_actor_restarts; final c
 EXIT_WRITE_FAILED = 4  # a run file (checkpoint, episodes.csv) could not be written: disk full, permissions
 # A run stopped by SIGINT / SIGTERM exits 128 + the signal's number (130 / 143), as a shell reports it, after
 # its final checkpoint: the run is incomplete and resumes with the same command.
-
-
-def run_spec_from_flags(suite) -> agent.RunSpec:
-    return agent.run_spec_from_flags(suite, config.flag_values_dict())
-
-
-def loss_config_from_flags() -> LossConfig:
-    return LossConfig(
-        discount=FLAGS.discount,
-        baseline_cost=FLAGS.baseline_cost,
-        entropy_cost=FLAGS.entropy_cost,
-        reward_clipping=FLAGS.reward_clipping,
-        correction=FLAGS.correction,
-        clip_rho_threshold=FLAGS.clip_rho_threshold,
-        clip_pg_rho_threshold=FLAGS.clip_pg_rho_threshold,
-        vtrace_lambda=FLAGS.vtrace_lambda,
-    )
-
-
-def optimizer_config_from_flags() -> learner_lib.OptimizerConfig:
-    return learner_lib.OptimizerConfig(
-        learning_rate=FLAGS.learning_rate,
-        decay=FLAGS.rmsprop_decay,
-        momentum=FLAGS.rmsprop_momentum,
-        epsilon=FLAGS.rmsprop_epsilon,
-        initial_mean_square=FLAGS.rmsprop_initial_mean_square,
-        max_grad_norm=FLAGS.max_grad_norm,
-    )
-
-
-# Flags that fix the learner's variables: a resumed run must agree on them. (--rmsprop_momentum adds a
-# momentum slot per weight when > 0, so only its being > 0 must agree.)
-SHAPE_FLAGS = ("network", "use_lstm", "popart")
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def versions() -> dict[str, str]:
-    import ale_py
-
-    return {
-        # (a stale editable install can leave the package a namespace without __version__)
-        "impala_tf": getattr(impala_tf, "__version__", None) or importlib.metadata.version("impala-tf"),
-        "tensorflow": tf.__version__,
-        "ale_py": ale_py.__version__,
-        "python": sys.version.split()[0],
-    }
-
-
-def check_existing_run(
-    logdir: Path,
-    suite_name: str,
-    games: tuple[str, ...],
-    flag_values: dict,
-    observation_shape: tuple[int, ...] | None = None,
-    num_actions: int | None = None,
-) -> None:
-    """Raises UserError, saying what differs, when `logdir` holds a run this one cannot resume: another suite or
-    games, or a learner with other variables (SHAPE_FLAGS, momentum on/off, observations, actions)."""
-    path = logdir / "config.json"
-    if not path.exists():
-        return
-    try:
-        old = json.loads(path.read_text())
-        old_flags = dict(old.get("flags", {}))
-    except (OSError, ValueError, TypeError, AttributeError) as error:  # not JSON, or not an object
-        raise UserError(f"{path} is unreadable ({error}); use a new --logdir") from None
-    if old.get("suite") != suite_name or tuple(old.get("games", ())) != games:
-        raise UserError(
-            f"--logdir={logdir} holds a run of suite {old.get('suite')!r} ({len(old.get('games', []))} games); "
-            f"this run is {suite_name!r} ({len(games)} games): use another --logdir"
-        )
-    differ = [
-        f"--{k}: checkpoint {old_flags[k]!r}, now {flag_values[k]!r}"
-        for k in SHAPE_FLAGS
-        if k in old_flags and old_flags[k] != flag_values[k]
-    ]
-    if "rmsprop_momentum" in old_flags and (old_flags["rmsprop_momentum"] > 0) != (
-        flag_values["rmsprop_momentum"] > 0
-    ):
-        differ.append(
-            f"--rmsprop_momentum: checkpoint {old_flags['rmsprop_momentum']!r}, now "
-            f"{flag_values['rmsprop_momentum']!r} (a momentum slot exists only when > 0)"
-        )
-    if observation_shape is not None and "observation_shape" in old:
-        if tuple(old["observation_shape"]) != tuple(observation_shape):
-            differ.append(
-                f"observations: checkpoint {old['observation_shape']}, now {list(observation_shape)}"
-            )
-    if num_actions is not None and old.get("num_actions", num_actions) != num_actions:
-        differ.append(f"actions: checkpoint {old['num_actions']}, now {num_actions}")
-    if differ:
-        raise UserError(
-            f"--logdir={logdir} holds an incompatible run ({'; '.join(differ)}): "
-            "use the run's flags or another --logdir"
-        )
 
 
 def configure_intra_op_threads(threads: int, explicit: bool = False) -> None:
@@ -201,7 +88,7 @@ class Trainer:
         config.validate()
         self.suite = suite
         self.logdir = Path(logdir)
-        self.spec = run_spec_from_flags(suite)
+        self.spec = config.run_spec_from_flags(suite)
         self.total_frames = FLAGS.total_frames or suite.default_total_frames
         self.flag_values = config.flag_values_dict()
         self.flag_values["total_frames"] = self.total_frames
@@ -242,8 +129,8 @@ class Trainer:
         )
         self.learner = learner_lib.Learner(
             network,
-            loss_config_from_flags(),
-            optimizer_config_from_flags(),
+            config.loss_config_from_flags(),
+            config.optimizer_config_from_flags(),
             total_frames=self.total_frames,
             frames_per_step=self.frames_per_step,
             xla=self.spec.xla,

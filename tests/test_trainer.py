@@ -134,16 +134,16 @@ def test_check_existing_run_names_what_differs(tmp_path):
         )
     )
     with pytest.raises(rundir.UserError) as error:
-        trainer.check_existing_run(tmp_path, "catch", ("catch",), values, (10, 5, 1), 4)
+        rundir.check_existing_run(tmp_path, "catch", ("catch",), values, (10, 5, 1), 4)
     message = str(error.value)
     assert "--network: checkpoint 'deep', now 'shallow'" in message
     assert "--rmsprop_momentum: checkpoint 0.9, now 0.0" in message
     assert "actions: checkpoint 3, now 4" in message
     assert "\n" not in message
     with pytest.raises(rundir.UserError, match="holds a run of suite 'catch'"):
-        trainer.check_existing_run(tmp_path, "minatar", ("breakout",), values)
+        rundir.check_existing_run(tmp_path, "minatar", ("breakout",), values)
     # Same shapes: a resume with another learning rate or frame budget is fine.
-    trainer.check_existing_run(
+    rundir.check_existing_run(
         tmp_path, "catch", ("catch",), {**values, "network": "deep", "rmsprop_momentum": 0.5}, (10, 5, 1), 3
     )
 
@@ -253,9 +253,9 @@ def test_every_numeric_training_flag_is_rejected_at_its_definition_or_accepted_b
                     config.validate()
                 except flags.ValidationError:
                     continue
-                trainer.loss_config_from_flags()
-                trainer.optimizer_config_from_flags()
-                trainer.run_spec_from_flags(get_suite("catch"))
+                config.loss_config_from_flags()
+                config.optimizer_config_from_flags()
+                config.run_spec_from_flags(get_suite("catch"))
                 accepted.add((name, value))
     assert all(value == 0 for _, value in accepted), sorted(
         accepted
