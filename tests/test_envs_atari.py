@@ -57,8 +57,10 @@ def test_every_atari57_game_resets_and_steps(protocol):
 
 
 def test_specs_and_action_sets():
-    pong_full = envs.AtariEnvironment("pong")
-    pong_minimal = envs.AtariEnvironment("pong", action_set="minimal")
+    pong_full = envs.SingleEnvironment(atari.AtariBatchedEnv(("pong",), [0], seed=0, num_threads=1))
+    pong_minimal = envs.SingleEnvironment(
+        atari.AtariBatchedEnv(("pong",), [0], seed=0, action_set="minimal", num_threads=1)
+    )
     assert (
         pong_full.observation_spec().shape == (84, 84, 4) and pong_full.observation_spec().dtype == np.uint8
     )
@@ -377,19 +379,20 @@ def test_same_seed_same_first_steps_and_other_seed_differs():
 
 
 def test_single_environment_reset_after_life_loss_continues_the_game():
-    env = envs.AtariEnvironment("breakout", "impala", seed=4)
+    env = envs.SingleEnvironment(atari.AtariBatchedEnv(("breakout",), [0], seed=4, num_threads=1))
+    lives = lambda: int(env.batched.lives[0])
     timestep = env.reset()
     assert timestep.first() and timestep.reward is None
-    start_lives = env.lives
+    start_lives = lives()
     rng = np.random.default_rng(0)
     for _ in range(2000):
         timestep = env.step(int(rng.integers(18)))
         if timestep.last():
             break
-    assert timestep.last() and timestep.discount == 0.0 and 0 < env.lives < start_lives
-    lives = env.lives
+    assert timestep.last() and timestep.discount == 0.0 and 0 < lives() < start_lives
+    lives_left = lives()
     timestep = env.reset()
-    assert timestep.first() and env.lives == lives
+    assert timestep.first() and lives() == lives_left
     env.close()
 
 

@@ -162,7 +162,11 @@ def test_catch_rejects_bad_input():
 
 
 def test_single_environment_faces_follow_dm_env():
-    for env in (envs.CatchEnvironment(seed=0), envs.MinAtarEnvironment("breakout", seed=0)):
+    faces = (
+        envs.SingleEnvironment(catch.CatchBatchedEnv([0], seed=0)),
+        envs.SingleEnvironment(minatar.MinAtarBatchedEnv(("breakout",), [0], seed=0)),
+    )
+    for env in faces:
         assert isinstance(env, dm_env.Environment)
         timestep = env.reset()
         assert timestep.first() and timestep.reward is None and timestep.discount is None

@@ -1,8 +1,8 @@
 """Batched dm-env environments: Atari (ale-py's C++ vector env), MinAtar and Catch.
 
 `make_batched_env(suite, task_ids, seed)` is the one factory the trainer calls: environment i plays
-`suite.games[task_ids[i]]`. Each backend also has a thin single-environment `dm_env.Environment` face
-(`AtariEnvironment`, `MinAtarEnvironment`, `CatchEnvironment`) for evaluation scripts and tests.
+`suite.games[task_ids[i]]`. `SingleEnvironment` is the `dm_env.Environment` face of one such environment
+(what `impala_tf.interop.make_dm_env` returns).
 """
 
 from __future__ import annotations
@@ -17,18 +17,15 @@ from dm_env import specs
 from impala_tf.envs.atari import AtariBatchedEnv, measure_env_fps
 from impala_tf.envs.base import BatchedEnv, BatchedTimeStep, EpisodeStats
 from impala_tf.envs.catch import CatchBatchedEnv
-from impala_tf.envs.minatar import STICKY_ACTION_PROB, MinAtarBatchedEnv
+from impala_tf.envs.minatar import MinAtarBatchedEnv
 
 __all__ = [
     "AtariBatchedEnv",
-    "AtariEnvironment",
     "BatchedEnv",
     "BatchedTimeStep",
     "CatchBatchedEnv",
-    "CatchEnvironment",
     "EpisodeStats",
     "MinAtarBatchedEnv",
-    "MinAtarEnvironment",
     "SingleEnvironment",
     "make_batched_env",
     "measure_env_fps",
@@ -134,63 +131,3 @@ class SingleEnvironment(dm_env.Environment):
 
     def close(self) -> None:
         self.batched.close()
-
-
-class AtariEnvironment(SingleEnvironment):
-    """One Atari game: `AtariEnvironment("pong", "impala", seed=1)`; see impala_tf/envs/atari.py."""
-
-    def __init__(
-        self,
-        game: str,
-        protocol: str = "impala",
-        seed: int = 0,
-        *,
-        action_set: str = "full",
-        max_episode_frames: int | None = None,
-    ):
-        super().__init__(
-            AtariBatchedEnv(
-                (game,),
-                [0],
-                seed,
-                protocol=protocol,
-                action_set=action_set,
-                num_threads=1,
-                max_episode_frames=max_episode_frames,
-            )
-        )
-
-    @property
-    def lives(self) -> int:
-        return int(self.batched.lives[0])
-
-
-class MinAtarEnvironment(SingleEnvironment):
-    """One MinAtar game, observations [10, 10, C] of that game; see impala_tf/envs/minatar.py."""
-
-    def __init__(
-        self,
-        game: str,
-        seed: int = 0,
-        *,
-        action_set: str = "full",
-        sticky_action_prob: float = STICKY_ACTION_PROB,
-        max_episode_steps: int | None = None,
-    ):
-        super().__init__(
-            MinAtarBatchedEnv(
-                (game,),
-                [0],
-                seed,
-                action_set=action_set,
-                sticky_action_prob=sticky_action_prob,
-                max_episode_steps=max_episode_steps,
-            )
-        )
-
-
-class CatchEnvironment(SingleEnvironment):
-    """One Catch board; see impala_tf/envs/catch.py."""
-
-    def __init__(self, seed: int = 0, *, rows: int = 10, columns: int = 5):
-        super().__init__(CatchBatchedEnv([0], seed, rows=rows, columns=columns))
