@@ -312,8 +312,3 @@ def make_network(
         state=network.initial_state(1),
     )
     return network
-
-
-def count_parameters(network: keras.layers.Layer) -> int:
-    """Number of trainable scalars."""
-    return int(sum(np.prod(v.shape) for v in network.trainable_variables))

@@ -6,10 +6,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from impala_tf.networks import ILLEGAL_LOGIT, NetworkConfig, count_parameters, make_network
+from impala_tf.networks import ILLEGAL_LOGIT, NetworkConfig, make_network
 
 FIRST, MID, LAST = 0, 1, 2
 MINATAR_SHAPE = (10, 10, 7)
+
+
+def count_parameters(network) -> int:
+    """Number of trainable scalars."""
+    return int(sum(np.prod(v.shape) for v in network.trainable_variables))
 
 
 def random_inputs(rng, num_steps, batch_size, obs_shape, num_actions, num_tasks=1):
