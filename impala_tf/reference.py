@@ -96,15 +96,11 @@ def reference_agents(name: str) -> list[ReferenceAgent]:
 
 
 MINATAR_ALGORITHMS = ("ac_lambda_0.8", "dqn")
-MINATAR_SOURCE = (
-    "Young & Tian 2019 (arXiv 1903.03176), kenjyoung/MinAtar img/learning_curves.gif (commit 87c2bc8): "
-    "mean return of the last 100 training episodes at 5M frames, 30 seeds, read off the figure (about ±10 %); "
-    "seaquest's curves predate the oxygen fix of MinAtar >= 1.0.11"
-)
 
 
 def minatar_published(algorithm: str = "ac_lambda_0.8") -> dict[str, float]:
-    """game -> a published MinAtar baseline's score at 5M frames (`MINATAR_SOURCE`)."""
+    """game -> a published MinAtar baseline's score at 5M frames: the mean return of the last 100 training
+    episodes (30 seeds), read off Young & Tian 2019's figure (about ±10 %); provenance in data/README.md."""
     if algorithm not in MINATAR_ALGORITHMS:
         raise ValueError(f"unknown MinAtar baseline {algorithm!r}; valid: {', '.join(MINATAR_ALGORITHMS)}")
     return {
