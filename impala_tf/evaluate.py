@@ -45,10 +45,6 @@ flags.DEFINE_string(
 )
 
 
-class EvalError(Exception):
-    pass
-
-
 def evaluation_spec(run_config: dict, where: Path) -> agent.RunSpec:
     """The spec evaluation plays with: the run's, under its protocol, one environment per game played."""
     spec = rundir.run_spec_from_config(run_config, where)
@@ -128,7 +124,7 @@ def evaluate_saved_model(
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise EvalError(f"cannot write to {out_dir}: {error.strerror}") from None
+        raise UserError(f"cannot write to {out_dir}: {error.strerror}") from None
     return write_results(out_dir, spec, results, episodes, summary, time.time() - start)
 
 
@@ -176,7 +172,7 @@ def main(argv):
             )
         else:
             summary = evaluate_run(out_dir, FLAGS.episodes, FLAGS.eval_seed, FLAGS.agent)
-    except (EvalError, export.ExportError, checkpoints.CheckpointError, UserError, ValueError) as error:
+    except (export.ExportError, checkpoints.CheckpointError, UserError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     width = max(len(g) for g in summary["mean_score"])
