@@ -135,11 +135,32 @@ def _ablation() -> list[Run]:
     ]
 
 
+def _minatar_sweep() -> list[Run]:
+    """The MinAtar single-game settings sweep (experiments/minatar_sweep.py), 5M frames per run."""
+    from experiments import minatar_sweep
+
+    return [
+        Run(
+            name,
+            "minatar",
+            run_flags,
+            minatar_sweep.FRAMES,
+            backend="minatar",
+            network="minatar",
+            eval_episodes=100,
+            episode_stride=minatar_sweep.KEPT_EVERY,
+            agent=name.rsplit("_s", 1)[0],
+        )
+        for name, _, run_flags in minatar_sweep.runs()
+    ]
+
+
 EXPERIMENTS = {
     "atari_tuning6": _atari_tuning6,
     "minatar_experts": _minatar_experts,
     "minatar_multitask": _minatar_multitask,
     "ablation": _ablation,
+    "minatar_sweep": _minatar_sweep,
 }
 
 
