@@ -120,6 +120,15 @@ def _cell(values: list[float]) -> str:
     return text if len(values) == 1 else f"{text} ({min(values):.1f}–{max(values):.1f})"
 
 
+def _commonest(scores: list[pd.Series]) -> str:
+    """The most frequent evaluation score over all seeds' games and its share: a policy stuck in one routine
+    ends most games with the same score."""
+    if not scores:
+        return "–"
+    counts = pd.concat(scores).value_counts()
+    return f"{counts.index[0]:g} ({100 * counts.iloc[0] / counts.sum():.0f} %)"
+
+
 def report(inputs: Path, experts: Path) -> str:
     games = sorted({game for setting in SETTINGS for game in setting.games})
     lines = [
@@ -149,12 +158,13 @@ def report(inputs: Path, experts: Path) -> str:
             dirs = [d for d in _run_dirs(inputs, experts, setting, game) if (d / "episodes.csv").exists()]
             episodes = [pd.read_csv(d / "episodes.csv") for d in dirs]
             cells = [_cell([last_100(e, f) for e in episodes]) for f in CHECKPOINTS]
-            evals = []
-            for d in dirs:
-                if (d / "eval_scores.csv").exists():
-                    evals.append(float(pd.read_csv(d / "eval_scores.csv").score.mean()))
+            scores = [
+                pd.read_csv(d / "eval_scores.csv").score for d in dirs if (d / "eval_scores.csv").exists()
+            ]
+            evals = [float(score.mean()) for score in scores]
             lines.append(
-                f"| {setting.name} | {len(dirs)} | {' | '.join(cells)} | {_cell(evals)} | {setting.why} |"
+                f"| {setting.name} | {len(dirs)} | {' | '.join(cells)} | {_cell(evals)} | {_commonest(scores)} "
+                f"| {setting.why} |"
             )
         lines.append("")
     return "\n".join(lines)
