@@ -139,6 +139,12 @@ flags.DEFINE_float(
     0.0,
     "RMSProp's mean square at step 0: 0 as Keras, PyTorch and optax; 1 as TF1's RMSPropOptimizer (the paper's).",
 )
+flags.DEFINE_bool(
+    "rmsprop_debias",
+    False,
+    "Divide RMSProp's mean square by (1 - decay^t) (as Adam; needs --rmsprop_initial_mean_square=0): without it "
+    "the first steps from a zero mean square are up to 10x the learning rate.",
+)
 flags.DEFINE_float("max_grad_norm", 40.0, "Global gradient-norm clip.")
 
 # The IMPALA paper's Atari settings (Table G.1), as the paper's TF1 code ran them. `--preset=paper` gives every
@@ -156,6 +162,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "rmsprop_momentum": 0.0,
         "rmsprop_epsilon": 0.01,
         "rmsprop_initial_mean_square": 1.0,
+        "rmsprop_debias": False,
         "max_grad_norm": 40.0,
         "vtrace_lambda": 1.0,
     },
@@ -237,6 +244,11 @@ def validate(values: Any = None) -> None:
             raise flags.ValidationError(f"--{name} must be a positive number, got {getattr(f, name)}")
     if not 0 <= f.rmsprop_decay < 1 or not 0 <= f.rmsprop_momentum < 1:
         raise flags.ValidationError("--rmsprop_decay and --rmsprop_momentum must be in [0, 1)")
+    if f.rmsprop_debias and f.rmsprop_initial_mean_square != 0:
+        raise flags.ValidationError(
+            "--rmsprop_debias corrects a mean square that starts at 0: it needs --rmsprop_initial_mean_square=0, "
+            f"got {f.rmsprop_initial_mean_square}"
+        )
     if f.replay_capacity < 0:
         raise flags.ValidationError(f"--replay_capacity must be >= 0 (0: no replay), got {f.replay_capacity}")
     if f.replay_capacity and f.replay_capacity < f.batch_size:
@@ -340,5 +352,6 @@ def optimizer_config_from_flags() -> learner_lib.OptimizerConfig:
         momentum=FLAGS.rmsprop_momentum,
         epsilon=FLAGS.rmsprop_epsilon,
         initial_mean_square=FLAGS.rmsprop_initial_mean_square,
+        debias=FLAGS.rmsprop_debias,
         max_grad_norm=FLAGS.max_grad_norm,
     )

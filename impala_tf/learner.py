@@ -23,8 +23,12 @@ which the paper's released code used: the mean square starts at 1 and ε sits IN
 
 so ε = 0.01 caps a step at 10 · lr · |g| (Keras' RMSprop adds ε outside the root and starts ms at 0). With the
 summed loss the per-weight gradients are ~0.01, so ε = 0.01 makes the step ≈ 10 · lr · g — SGD — and the policy
-barely moves in 10M frames; the training flags therefore default to ε = 1e-5 and ms from 0, which give steps of
-about lr per weight from the first update (leaderboards/inputs/atari_tuning6/diagnosis/README.md).
+barely moves in 10M frames; the training flags therefore default to ε = 1e-5 and ms from 0
+(leaderboards/inputs/atari_tuning6/diagnosis/README.md). From 0, though, the mean square after t updates is
+only (1 − decay^t) of the gradients' scale, so the first steps are 1/sqrt(1 − decay^t) times lr per weight:
+10 · lr at the first update, 3 · lr at the tenth, 1.3 · lr at the hundredth (decay 0.99). `debias` divides the
+mean square by (1 − decay^t) inside the root, as Adam and the MinAtar paper's AC(λ) do, so that every step is
+about lr per weight.
 `--preset=paper` and this class's defaults keep TF1's values.
 
 Several devices (the paper's 8-learner setup, `mirrored_strategy`): every variable is mirrored on N devices,
@@ -60,6 +64,7 @@ class OptimizerConfig:
     momentum: float = 0.0
     epsilon: float = 0.01  # inside the square root, as in TF1
     initial_mean_square: float = 1.0  # TF1 starts the mean square at 1 (the flags' default is 0, see config)
+    debias: bool = False  # divide ms by (1 − decay^t) in the step (needs initial_mean_square = 0)
     max_grad_norm: float = 40.0  # global norm over all gradients
 
     def __post_init__(self):
@@ -73,6 +78,10 @@ class OptimizerConfig:
             raise ValueError(f"epsilon must be > 0, got {self.epsilon}.")
         if not self.max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be > 0, got {self.max_grad_norm}.")
+        if self.debias and self.initial_mean_square != 0:
+            raise ValueError(
+                f"debias corrects a mean square that starts at 0, got initial_mean_square={self.initial_mean_square}"
+            )
 
 
 def linear_learning_rate(initial: float, num_frames: tf.Tensor, total_frames: int) -> tf.Tensor:
@@ -89,20 +98,23 @@ def rmsprop_update(
     decay: float,
     momentum: float,
     epsilon: float,
+    bias_correction: tf.Tensor | float = 1.0,
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None]:
-    """One TF1-style RMSProp step for one variable (ε inside the square root).
+    """One TF1-style RMSProp step for one variable (ε inside the square root):
+    step = lr · g / sqrt(ms / bias_correction + ε).
 
     Args:
       gradient: g, any shape.
       mean_square: ms before the step, g's shape.
       momentum_buffer: mom before the step, g's shape; None when momentum == 0 (then mom is not kept).
       learning_rate: float32 [].
+      bias_correction: 1 (TF1), or 1 − decay^t at the t-th update (t from 1) to debias a mean square from 0.
 
     Returns:
       (delta to ADD to the variable, new mean_square, new momentum_buffer or None).
     """
     new_mean_square = decay * mean_square + (1.0 - decay) * tf.square(gradient)
-    step = learning_rate * gradient * tf.math.rsqrt(new_mean_square + epsilon)
+    step = learning_rate * gradient * tf.math.rsqrt(new_mean_square / bias_correction + epsilon)
     if momentum_buffer is None:
         return -step, new_mean_square, None
     new_momentum_buffer = momentum * momentum_buffer + step
@@ -356,6 +368,9 @@ class Learner(tf.Module):
     def _apply_gradients(self, gradients: list[tf.Tensor], learning_rate: tf.Tensor) -> list[tf.Tensor]:
         """Applies one RMSProp step; returns each variable's update (what was added to it)."""
         config = self.optimizer_config
+        bias_correction = 1.0
+        if config.debias:  # this is update t = num_updates + 1
+            bias_correction = 1.0 - tf.pow(config.decay, tf.cast(self.num_updates + 1, tf.float32))
         deltas = []
         for i, (variable, gradient) in enumerate(zip(self._trainable, gradients, strict=True)):
             delta, mean_square, momentum_buffer = rmsprop_update(
@@ -366,6 +381,7 @@ class Learner(tf.Module):
                 config.decay,
                 config.momentum,
                 config.epsilon,
+                bias_correction,
             )
             self.mean_square[i].assign(mean_square)
             if momentum_buffer is not None:

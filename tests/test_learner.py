@@ -168,6 +168,32 @@ def test_rmsprop_update_follows_tf1_with_epsilon_inside_the_square_root():
     )
 
 
+def test_a_mean_square_from_zero_makes_the_first_step_ten_learning_rates_unless_debiased():
+    """decay 0.99, ms from 0: the first step is lr · g / sqrt(0.01 g²) = 10 · lr per weight; debiased (ms divided
+    by 1 − 0.99¹) it is lr · g / sqrt(g²) = lr. ε is negligible next to these gradients."""
+    gradient = tf.constant([0.03, -0.2, 1.5])
+    zero = tf.zeros(3)
+    raw, _, _ = rmsprop_update(gradient, zero, None, 1e-3, 0.99, 0.0, 1e-12)
+    debiased, _, _ = rmsprop_update(gradient, zero, None, 1e-3, 0.99, 0.0, 1e-12, bias_correction=0.01)
+    np.testing.assert_allclose(np.abs(raw), 1e-2, rtol=1e-4)
+    np.testing.assert_allclose(np.abs(debiased), 1e-3, rtol=1e-4)
+
+
+def test_debiased_learner_steps_about_one_learning_rate_per_weight_from_the_first_update():
+    config = OptimizerConfig(learning_rate=1e-3, epsilon=1e-12, initial_mean_square=0.0, debias=True)
+    learner = make_learner(optimizer_config=config)
+    before = [v.numpy().copy() for v in learner._trainable]
+    learner.step(synthetic_batch())
+    steps = np.concatenate(
+        [np.abs(v.numpy() - b).ravel() for v, b in zip(learner._trainable, before, strict=True)]
+    )
+    moved = steps[steps > 0]
+    # Every weight moves by lr · |g| / sqrt(g² + ε) <= lr: lr itself unless |g| is as small as sqrt(ε).
+    assert np.median(moved) == pytest.approx(1e-3, rel=1e-3) and moved.max() <= 1.001e-3
+    with pytest.raises(ValueError, match="debias corrects a mean square that starts at 0"):
+        OptimizerConfig(initial_mean_square=1.0, debias=True)
+
+
 def test_checkpoint_round_trip_restores_weights_optimiser_slots_popart_and_counters(tmp_path):
     config = OptimizerConfig(momentum=0.9)
     learner = make_learner(use_lstm=True, optimizer_config=config, num_value_heads=2)
