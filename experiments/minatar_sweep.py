@@ -46,7 +46,7 @@ class Setting:
     seeds: tuple[int, ...] = (1, 2)
 
 
-BASE = ("--learning_rate=0.0012", "--baseline_cost=0.5", "--entropy_cost=0.01")
+BASE = ("--learning_rate=0.0012", "--baseline_cost=0.5", "--entropy_cost=0.01", "--normsprop_debias")
 SETTINGS = (
     Setting(
         "lambda1",
@@ -57,13 +57,25 @@ SETTINGS = (
     ),
     Setting(
         "lr3e-4",
-        ("--learning_rate=0.0003", "--baseline_cost=0.5", "--entropy_cost=0.01", "--vtrace_lambda=1.0"),
+        (
+            "--learning_rate=0.0003",
+            "--baseline_cost=0.5",
+            "--entropy_cost=0.01",
+            "--normsprop_debias",
+            "--vtrace_lambda=1.0",
+        ),
         "a 4x smaller step: is the early entropy collapse a step-size effect?",
         seeds=(1,),
     ),
     Setting(
         "acl_ratios",
-        ("--learning_rate=0.0006", "--baseline_cost=2.0", "--entropy_cost=0.02", "--vtrace_lambda=1.0"),
+        (
+            "--learning_rate=0.0006",
+            "--baseline_cost=2.0",
+            "--entropy_cost=0.02",
+            "--normsprop_debias",
+            "--vtrace_lambda=1.0",
+        ),
         "AC(λ)'s weighting of its terms (policy : value : entropy = 0.5 : 1 : 0.01)",
         seeds=(1,),
     ),
@@ -74,6 +86,12 @@ SETTINGS = (
         games=("breakout", "space_invaders", "seaquest"),
     ),
     Setting("lambda0.5", (*BASE, "--vtrace_lambda=0.5"), "a shorter trace still", seeds=(1,)),
+    Setting(
+        "lambda0.8_debias",
+        (*BASE[:3], "--rmsprop_debias", "--vtrace_lambda=0.8"),
+        "RMSProp debiased: the first updates' steps are lr, not up to 10 lr (the early entropy collapse)",
+        seeds=(1,),
+    ),
     Setting(
         "lambda0.8_replay",
         (*BASE, "--vtrace_lambda=0.8", "--replay_capacity=3200", "--replay_fraction=0.5"),

@@ -16,6 +16,7 @@ def test_every_run_has_a_unique_name_and_pins_the_flags_it_compares():
         # A later change of a suite default must not change what a row means.
         for pinned in ("--learning_rate=", "--baseline_cost=", "--entropy_cost=", "--vtrace_lambda="):
             assert any(flag.startswith(pinned) for flag in flags), (name, pinned)
+        assert ("--rmsprop_debias" in flags) != ("--normsprop_debias" in flags), name
 
 
 def test_last_100_uses_the_last_tenth_of_kept_rows_and_is_nan_before_the_run_got_there():
