@@ -86,6 +86,7 @@ leaderboards: setup
 	$(PY) -m impala_tf.leaderboard --suite=atari5 --runs=leaderboards/inputs/atari5/runs --out=leaderboards/atari5
 	$(PY) -m impala_tf.leaderboard --suite=atari_tuning6 --runs=leaderboards/inputs/atari_tuning6 --out=leaderboards/atari_tuning6
 	$(PY) -m experiments.ablation report --inputs=leaderboards/inputs/ablation --out=leaderboards/ablation
+	$(PY) -m experiments.minatar_sweep report --inputs=leaderboards/inputs/minatar_sweep --out=leaderboards/minatar
 
 SOAK_MINUTES ?= 30
 soak: setup

@@ -167,8 +167,8 @@ def report(inputs: Path, experts: Path) -> str:
         lines += [
             f"## {game}",
             "",
-            f"| setting | seeds | {header} | eval | why |",
-            "|---|---:|" + "---:|" * (len(CHECKPOINTS) + 1) + "---|",
+            f"| setting | seeds | {header} | eval | commonest eval score (share) | why |",
+            "|---|---:|" + "---:|" * (len(CHECKPOINTS) + 2) + "---|",
         ]
         for setting in SETTINGS:
             if game not in setting.games:

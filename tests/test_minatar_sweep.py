@@ -41,7 +41,10 @@ def test_report_shows_each_settings_seeds_training_scores_and_commonest_eval_sco
         )
         (run / "config.json").write_text(json.dumps({"flags": {}}))
     text = minatar_sweep.report(inputs, experts)
-    row = next(line for line in text.splitlines() if line.startswith("| lambda0.8 |"))
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("| setting |"))
+    row = next(line for line in lines if line.startswith("| lambda0.8 |"))
+    assert header.count("|") == row.count("|") == lines[lines.index(header) + 1].count("|")
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[1] == "2"  # seeds
     assert cells[5] == "10.0 (9.0–11.0)"  # 5M: mean (min–max) over seeds
