@@ -56,6 +56,11 @@ class Run:
         return seconds
 
 
+# The MinAtar suite's defaults when the experts and the multi-task agent were first run, pinned so that a later
+# change of default (see experiments/minatar_sweep.py) does not change what these experiments are.
+_MINATAR_V1 = ("--vtrace_lambda=1.0", "--normsprop_debias")
+
+
 def _atari_tuning6() -> list[Run]:
     """The paper's six tuning games as single-game experts (minimal action sets, shallow network)."""
     runs = []
@@ -82,7 +87,7 @@ def _minatar_experts() -> list[Run]:
         Run(
             f"{game}_s{seed}",
             "minatar",
-            (f"--games={game}", f"--seed={seed}"),
+            (f"--games={game}", f"--seed={seed}", *_MINATAR_V1),
             5_000_000,
             backend="minatar",
             network="minatar",
@@ -101,7 +106,7 @@ def _minatar_multitask() -> list[Run]:
         Run(
             f"multitask_s{seed}",
             "minatar",
-            (f"--seed={seed}",),
+            (f"--seed={seed}", *_MINATAR_V1),
             25_000_000,
             backend="minatar",
             network="minatar",
