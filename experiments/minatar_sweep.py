@@ -85,7 +85,12 @@ SETTINGS = (
         "AC(λ)'s trace decay: lower-variance targets and advantages",
         games=("breakout", "space_invaders", "seaquest", "asterix", "freeway"),
     ),
-    Setting("lambda0.5", (*BASE, "--vtrace_lambda=0.5"), "a shorter trace still", seeds=(1,)),
+    Setting(
+        "lambda0.5",
+        (*BASE, "--vtrace_lambda=0.5"),
+        "a shorter trace still",
+        games=("breakout", "space_invaders", "seaquest", "asterix", "freeway"),
+    ),
     Setting(
         "lambda0.8_debias",
         (*BASE[:3], "--rmsprop_debias", "--vtrace_lambda=0.8"),
