@@ -161,8 +161,9 @@ def report(inputs: Path, experts: Path) -> str:
         "",
         "Each row: one setting's flags (`experiments/minatar_sweep.py` spells them out), 2 x 30 environments, the "
         "MinAtar protocol (sticky actions 0.1, difficulty ramping, no step cap). Training score: mean return of "
-        "the last 100 episodes by each frame count (estimated from every 10th episode, the ones kept), "
-        "mean over seeds (min–max in brackets); eval: mean of 100 games of the final policy. Published "
+        "the last 100 episodes by each frame count, estimated from every 10th episode (the ones kept), so from 10 "
+        "episodes and noisy; the reading in leaderboards/inputs/minatar_sweep/README.md quotes the full runs; "
+        "mean over seeds (min–max in brackets). Eval: mean of 100 games of the final policy. Published "
         "AC(λ = 0.8) at 5M frames, read off the MinAtar repository's figure (±10 %): "
         + ", ".join(f"{g} {v:g}" for g, v in sorted(reference.minatar_published("ac_lambda_0.8").items()))
         + ".",
