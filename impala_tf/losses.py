@@ -58,9 +58,8 @@ class LossConfig:
     correction: str = "vtrace"
     clip_rho_threshold: float | None = 1.0
     clip_pg_rho_threshold: float | None = 1.0
-    vtrace_lambda: float = (
-        1.0  # λ scaling V-trace's traces (1: the paper's V-trace); every correction uses it
-    )
+    # λ scaling V-trace's traces, c_i = λ · min(1, π/μ) (1: the paper's V-trace); every correction uses it.
+    vtrace_lambda: float = 1.0
     epsilon: float = 1e-6  # only for correction="epsilon"
 
     def __post_init__(self):

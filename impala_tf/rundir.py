@@ -8,10 +8,14 @@ goes through here, so none of them imports another binary. Problems with what th
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib.metadata
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +150,42 @@ def check_existing_run(
             f"--logdir={logdir} holds an incompatible run ({'; '.join(differ)}): "
             "use the run's flags or another --logdir"
         )
+
+
+@contextlib.contextmanager
+def claimed_run_dir(
+    logdir: Path, user_errors: tuple[type[BaseException], ...] = (UserError,)
+) -> Iterator[None]:
+    """Holds `logdir` for one training process (an flock on `logdir/.lock`, released by the kernel even after
+    kill -9): two trainers appending to one episodes.csv and saving over each other's checkpoints would corrupt
+    the run. Raises UserError when another process holds it. When the block stops with one of `user_errors`
+    (bad input: nothing was written), the directory is left as it was found: no .lock, no new empty directory."""
+    existed = logdir.exists()
+    lock_path = logdir / ".lock"
+    lock_existed = lock_path.exists()
+    logdir.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_path, "a+")  # noqa: SIM115 - held for the block
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise UserError(
+                f"--logdir={logdir} is in use by another training process (pid {holder}): wait for it to "
+                "finish, or use another --logdir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    except user_errors:
+        if not lock_existed:
+            lock_path.unlink(missing_ok=True)
+        if not existed:
+            with contextlib.suppress(OSError):
+                logdir.rmdir()  # only if empty
+        raise
+    finally:
+        handle.close()

@@ -22,7 +22,14 @@ from impala_tf import learner as learner_lib
 from impala_tf import replay as replay_lib
 from impala_tf.actor import snapshot_of
 from impala_tf.monitor import Monitor
-from impala_tf.rundir import UserError, check_existing_run, git_commit, resolve_suite, versions
+from impala_tf.rundir import (
+    UserError,
+    check_existing_run,
+    claimed_run_dir,
+    git_commit,
+    resolve_suite,
+    versions,
+)
 from impala_tf.unroll import Unroll, batch_shapes, unroll_dtypes, unroll_shapes
 
 FLAGS = flags.FLAGS
@@ -407,8 +414,9 @@ def main_for_suite(suite_name: str) -> None:
             if not FLAGS.suite:
                 raise UserError("--suite is required (a suite name or a suite JSON file)")
             suite = resolve_suite(FLAGS.suite, FLAGS.games)
-            trainer = Trainer(suite, FLAGS.logdir)
-            return trainer.run()
+            with claimed_run_dir(Path(FLAGS.logdir), (UserError, checkpoints.CheckpointError)):
+                trainer = Trainer(suite, FLAGS.logdir)
+                return trainer.run()
         except flags.ValidationError as error:
             raise app.UsageError(str(error)) from None
         except (UserError, checkpoints.CheckpointError) as error:

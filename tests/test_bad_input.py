@@ -4,6 +4,7 @@ Every case runs a real binary in a subprocess; a module fixture runs a group's c
 wait on TensorFlow's import) and each test checks one of them.
 """
 
+import fcntl
 import json
 import os
 import subprocess
@@ -34,6 +35,21 @@ def deep_network_run(logdir: Path) -> None:
     logdir.mkdir()
     config = {"suite": "catch", "games": ["catch"], "flags": {"network": "deep"}, "num_actions": 3}
     (logdir / "config.json").write_text(json.dumps(config))
+
+
+HELD_LOCKS = []  # open lock files of "another training process": held until this module's tests end
+
+
+def run_dir_held_by_another_trainer(logdir: Path) -> None:
+    """A run directory whose .lock another process holds (flock, as the trainer takes it; an open file
+    description of this test process conflicts with the subprocess's like another trainer's would)."""
+    logdir.mkdir()
+    (logdir / "episodes.csv").write_text("task,frames,episode_return,episode_frames,wall_time\n")
+    handle = open(logdir / ".lock", "a+")  # noqa: SIM115 - kept open in HELD_LOCKS
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    handle.write("12345\n")
+    handle.flush()
+    HELD_LOCKS.append(handle)
 
 
 def malformed_suite_file(logdir: Path) -> None:
@@ -185,6 +201,11 @@ SLOW_CASES = {
         ["-m", "suites.catch", "--logdir={logdir}"],
         "--network: checkpoint 'deep', now 'shallow'",
         deep_network_run,
+    ),
+    "logdir_in_use": (
+        ["-m", "suites.catch", "--logdir={logdir}"],
+        "is in use by another training process (pid 12345)",
+        run_dir_held_by_another_trainer,
     ),
     "missing_logdir": (["-m", "suites.catch"], "--logdir is required"),
     "unknown_network": (["-m", "suites.catch", "--network=resnet", "--logdir={logdir}"], "<shallow|deep>"),
