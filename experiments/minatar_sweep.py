@@ -193,9 +193,17 @@ def report(inputs: Path, experts: Path) -> str:
 def main(argv):
     if len(argv) != 2 or argv[1] != "report":
         raise app.UsageError("usage: python -m experiments.minatar_sweep report [--inputs=DIR] [--out=DIR]")
+    for name in ("inputs", "experts"):
+        if not Path(getattr(flags.FLAGS, name)).is_dir():
+            print(f"error: --{name}={getattr(flags.FLAGS, name)} is not a directory", file=sys.stderr)
+            return 1
     text = report(Path(flags.FLAGS.inputs), Path(flags.FLAGS.experts))
     out = Path(flags.FLAGS.out)
-    writers.write_files({"sweep.md": text.encode()}, out)
+    try:
+        writers.write_files({"sweep.md": text.encode()}, out)
+    except OSError as error:
+        print(f"error: cannot write {out / 'sweep.md'}: {error.strerror or error}", file=sys.stderr)
+        return 1
     print(f"wrote {out / 'sweep.md'}")
     return 0
 

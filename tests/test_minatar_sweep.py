@@ -1,6 +1,9 @@
 """The MinAtar sweep driver: every run named once with its setting's flags spelled out; the report's scores."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 
@@ -51,3 +54,15 @@ def test_report_shows_each_settings_seeds_training_scores_and_commonest_eval_sco
     assert cells[5] == "10.0 (9.0–11.0)"  # 5M: mean (min–max) over seeds
     assert cells[6] == "7.8 (7.5–8.0)"  # eval means 7.5 and 8.0
     assert cells[7] == "7 (75 %)"
+
+
+def test_report_of_a_missing_inputs_folder_is_one_line_and_exit_1(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.minatar_sweep", "report", f"--inputs={tmp_path / 'nope'}"],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == f"error: --inputs={tmp_path / 'nope'} is not a directory"
