@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from absl import flags
 
-from impala_tf import writers
+from impala_tf import cli, writers
 from impala_tf.report import plots
 from impala_tf.report.transfer import (
     MATRIX_FILES,
@@ -308,22 +308,7 @@ def _main(argv: Sequence[str], fv: flags.FlagValues, runner: Runner = subprocess
 
 def run(argv: Sequence[str]) -> int:
     """Runs the binary in-process with fresh flag values (argv[0]: program name); returns the exit code."""
-    fv = flags.FlagValues()
-    define_flags(fv)
-    if any(arg in ("-h", "--help", "--helpfull") for arg in argv[1:]):
-        print(__doc__)
-        print(fv.get_help())
-        return 0
-    try:
-        rest = fv(list(argv))
-    except flags.Error as error:
-        print(f"error: {error}".splitlines()[0], file=sys.stderr)
-        return 2
-    try:
-        return _main(rest, fv)
-    except TransferError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    return cli.run_with_own_flags(argv, define_flags, _main, (TransferError,), doc=__doc__)
 
 
 if __name__ == "__main__":

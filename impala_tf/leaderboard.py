@@ -40,11 +40,12 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from absl import app, flags
 
+from impala_tf import cli
 from impala_tf.report import render, statistics
 from impala_tf.report.inputs import (
     REFERENCE_CHOICES,
@@ -170,28 +171,15 @@ def _main(argv: Sequence[str], fv: flags.FlagValues) -> int:
 
 def run(argv: Sequence[str]) -> int:
     """Runs the binary in-process with fresh flag values (argv[0]: program name); returns the exit code."""
-    fv = flags.FlagValues()
-    define_flags(fv)
-    try:
-        rest = fv(list(argv))
-    except flags.Error as error:
-        print(f"error: {error}".splitlines()[0], file=sys.stderr)
-        return 2
-    return _guarded(_main, rest, fv)
-
-
-def _guarded(
-    main: Callable[[Sequence[str], flags.FlagValues], int], argv: Sequence[str], fv: flags.FlagValues
-) -> int:
-    try:
-        return main(argv, fv)
-    except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    return cli.run_with_own_flags(argv, define_flags, _main, (InputError,))
 
 
 def main(argv: Sequence[str]) -> int:
-    return _guarded(_main, argv, flags.FLAGS)
+    try:
+        return _main(argv, flags.FLAGS)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from absl import flags
 
-from impala_tf import writers
+from impala_tf import cli, writers
 from impala_tf.report import plots
 from impala_tf.report.inputs import InputError, resolve_suite
 from impala_tf.report.transfer import (
@@ -88,25 +88,10 @@ def _main(argv: Sequence[str], fv: flags.FlagValues) -> int:
 
 def run(argv: Sequence[str]) -> int:
     """Runs the binary in-process with fresh flag values (argv[0]: program name); returns the exit code."""
-    fv = flags.FlagValues()
-    define_flags(fv)
     if "matrix" in argv[1:]:  # checked before the flags: the matrix's flags are its driver's
         print(f"error: {MATRIX_MOVED}", file=sys.stderr)
         return 1
-    if any(arg in ("-h", "--help", "--helpfull") for arg in argv[1:]):
-        print(__doc__)
-        print(fv.get_help())
-        return 0
-    try:
-        rest = fv(list(argv))
-    except flags.Error as error:
-        print(f"error: {error}".splitlines()[0], file=sys.stderr)
-        return 2
-    try:
-        return _main(rest, fv)
-    except TransferError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    return cli.run_with_own_flags(argv, define_flags, _main, (TransferError,), doc=__doc__)
 
 
 if __name__ == "__main__":
