@@ -99,6 +99,14 @@ SETTINGS = (
         "twice the updates per environment frame (half of each batch replayed)",
         seeds=(1,),
     ),
+    Setting(
+        "lambda0.5_batch8",
+        (*BASE, "--vtrace_lambda=0.5", "--unroll_length=20", "--batch_size=8"),
+        "4x the updates per environment frame (batches of 8 unrolls, not 32): is a game short of AC(λ), which "
+        "updates on every step, for want of updates?",
+        games=("space_invaders", "seaquest", "breakout"),
+        seeds=(1,),
+    ),
 )
 
 
