@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -104,17 +105,33 @@ SETTINGS = (
         (*BASE, "--vtrace_lambda=0.5", "--unroll_length=20", "--batch_size=8"),
         "4x the updates per environment frame (batches of 8 unrolls, not 32): is a game short of AC(λ), which "
         "updates on every step, for want of updates?",
-        games=("space_invaders", "seaquest", "breakout"),
-        seeds=(1,),
+        games=("breakout", "space_invaders", "seaquest", "asterix", "freeway"),
+        seeds=(1, 2, 3),
     ),
 )
 
 
-def runs() -> list[tuple[str, str, tuple[str, ...]]]:
-    """(run name, game, flags) of every run this sweep trains, seed-major."""
+class SweepRun(NamedTuple):
+    name: str  # <setting>_<game>_s<seed>
+    agent: str  # the leaderboard's agent: one per setting, its runs differ by game and seed
+    game: str
+    flags: tuple[str, ...]
+
+
+def agent_name(setting: str) -> str:
+    return f"impala_tf_minatar_{setting}"
+
+
+def runs() -> list[SweepRun]:
+    """Every run this sweep trains, seed-major."""
     seeds = sorted({seed for setting in SETTINGS for seed in setting.seeds})
     return [
-        (f"{setting.name}_{game}_s{seed}", game, (f"--games={game}", f"--seed={seed}", *setting.flags))
+        SweepRun(
+            f"{setting.name}_{game}_s{seed}",
+            agent_name(setting.name),
+            game,
+            (f"--games={game}", f"--seed={seed}", *setting.flags),
+        )
         for seed in seeds
         for setting in SETTINGS
         if seed in setting.seeds

@@ -146,17 +146,17 @@ def _minatar_sweep() -> list[Run]:
 
     return [
         Run(
-            name,
+            run.name,
             "minatar",
-            run_flags,
+            run.flags,
             minatar_sweep.FRAMES,
             backend="minatar",
             network="minatar",
             eval_episodes=100,
             episode_stride=minatar_sweep.KEPT_EVERY,
-            agent=name.rsplit("_s", 1)[0],
+            agent=run.agent,
         )
-        for name, _, run_flags in minatar_sweep.runs()
+        for run in minatar_sweep.runs()
     ]
 
 

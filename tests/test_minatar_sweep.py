@@ -12,9 +12,10 @@ from experiments import minatar_sweep
 
 def test_every_run_has_a_unique_name_and_pins_the_flags_it_compares():
     runs = minatar_sweep.runs()
-    names = [name for name, _, _ in runs]
+    names = [run.name for run in runs]
     assert len(names) == len(set(names))
-    for name, game, flags in runs:
+    for name, agent, game, flags in runs:
+        assert agent == minatar_sweep.agent_name(name.removesuffix(f"_{game}_s{flags[1].split('=')[1]}"))
         assert f"--games={game}" in flags and name.endswith(f"_{game}_s{flags[1].split('=')[1]}")
         # A later change of a suite default must not change what a row means.
         for pinned in ("--learning_rate=", "--baseline_cost=", "--entropy_cost=", "--vtrace_lambda="):
