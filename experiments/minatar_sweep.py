@@ -108,6 +108,20 @@ SETTINGS = (
         games=("breakout", "space_invaders", "seaquest", "asterix", "freeway"),
         seeds=(1, 2, 3),
     ),
+    Setting(
+        "lambda0.5_entropy0.03",
+        (
+            "--learning_rate=0.0012",
+            "--baseline_cost=0.5",
+            "--entropy_cost=0.03",
+            "--normsprop_debias",
+            "--vtrace_lambda=0.5",
+        ),
+        "3x the entropy cost: space_invaders' policy loses most of its entropy in the first 200K frames; does "
+        "it stop exploring too early?",
+        games=("space_invaders",),
+        seeds=(1,),
+    ),
 )
 
 
