@@ -43,7 +43,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
 from impala_tf import cli
 from impala_tf.report import render, statistics
@@ -171,17 +171,8 @@ def _main(argv: Sequence[str], fv: flags.FlagValues) -> int:
 
 def run(argv: Sequence[str]) -> int:
     """Runs the binary in-process with fresh flag values (argv[0]: program name); returns the exit code."""
-    return cli.run_with_own_flags(argv, define_flags, _main, (InputError,))
-
-
-def main(argv: Sequence[str]) -> int:
-    try:
-        return _main(argv, flags.FLAGS)
-    except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    return cli.run_with_own_flags(argv, define_flags, _main, (InputError,), doc=__doc__)
 
 
 if __name__ == "__main__":
-    define_flags(flags.FLAGS)
-    app.run(main)
+    sys.exit(run(sys.argv))
