@@ -3,8 +3,9 @@
   make reproduce EXPERIMENT=minatar_sweep       # train + evaluate every setting x game x seed, collect inputs
   python -m experiments.minatar_sweep report [--inputs=leaderboards/inputs/minatar_sweep] [--out=leaderboards/minatar]
 
-Each setting is one line of flags that differ from the suite's defaults, spelled out in full (including the
-values that were defaults when it ran), so that a later change of default does not change what a row means.
+Each setting pins every flag it compares, including the values that were defaults when it ran (most are BASE,
+the defaults when the sweep began, with named changes), so that a later change of default does not change what a
+row means.
 Every run: one MinAtar game, the MinAtar protocol, 5M frames, the MinAtar paper's network, 2 x 30 environments.
 The score is the MinAtar paper's (mean return of the last 100 training episodes at a frame count; the committed
 episodes.csv keeps every 10th episode, so it is estimated from the last 10 kept rows) and a 100-game evaluation
@@ -42,7 +43,23 @@ class Setting:
     seeds: tuple[int, ...] = (1, 2)
 
 
-BASE = ("--learning_rate=0.0012", "--baseline_cost=0.5", "--entropy_cost=0.01", "--normsprop_debias")
+# The suite's defaults when the sweep began (batches of 32 unrolls of 20 steps).
+BASE = (
+    "--learning_rate=0.0012",
+    "--baseline_cost=0.5",
+    "--entropy_cost=0.01",
+    "--normsprop_debias",
+    "--unroll_length=20",
+    "--batch_size=32",
+)
+
+
+def _with(flags: tuple[str, ...], **values: object) -> tuple[str, ...]:
+    """`flags` with each named flag set to its value (replaced where present, appended otherwise)."""
+    out = [flag for flag in flags if flag.split("=")[0].removeprefix("--") not in values]
+    return (*out, *(f"--{name}={value}" for name, value in values.items()))
+
+
 SETTINGS = (
     Setting(
         "lambda1",
@@ -59,6 +76,7 @@ SETTINGS = (
             "--entropy_cost=0.01",
             "--normsprop_debias",
             "--vtrace_lambda=1.0",
+            "--batch_size=32",
         ),
         "a 4x smaller step: is the early entropy collapse a step-size effect?",
         seeds=(1,),
@@ -71,6 +89,7 @@ SETTINGS = (
             "--entropy_cost=0.02",
             "--normsprop_debias",
             "--vtrace_lambda=1.0",
+            "--batch_size=32",
         ),
         "AC(λ)'s weighting of its terms (policy : value : entropy = 0.5 : 1 : 0.01)",
         seeds=(1,),
@@ -90,7 +109,7 @@ SETTINGS = (
     ),
     Setting(
         "lambda0.8_debias",
-        (*BASE[:3], "--rmsprop_debias", "--vtrace_lambda=0.8"),
+        (*BASE[:3], "--rmsprop_debias", "--vtrace_lambda=0.8", "--batch_size=32"),
         "RMSProp debiased: the first updates' steps are lr, not up to 10 lr (the early entropy collapse)",
         seeds=(1,),
     ),
@@ -102,7 +121,7 @@ SETTINGS = (
     ),
     Setting(
         "lambda0.5_batch8",
-        (*BASE, "--vtrace_lambda=0.5", "--unroll_length=20", "--batch_size=8"),
+        _with(BASE, vtrace_lambda=0.5, batch_size=8),
         "4x the updates per environment frame (batches of 8 unrolls, not 32): is a game short of AC(λ), which "
         "updates on every step, for want of updates?",
         games=("breakout", "space_invaders", "seaquest", "asterix", "freeway"),
@@ -110,13 +129,7 @@ SETTINGS = (
     ),
     Setting(
         "lambda0.5_entropy0.03",
-        (
-            "--learning_rate=0.0012",
-            "--baseline_cost=0.5",
-            "--entropy_cost=0.03",
-            "--normsprop_debias",
-            "--vtrace_lambda=0.5",
-        ),
+        _with(BASE, entropy_cost=0.03, vtrace_lambda=0.5),
         "3x the entropy cost: space_invaders' policy loses most of its entropy in the first 200K frames; does "
         "it stop exploring too early?",
         games=("space_invaders",),

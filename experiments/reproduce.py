@@ -58,7 +58,7 @@ class Run:
 
 # The MinAtar suite's defaults when the experts and the multi-task agent were first run, pinned so that a later
 # change of default (see experiments/minatar_sweep.py) does not change what these experiments are.
-_MINATAR_V1 = ("--vtrace_lambda=1.0", "--normsprop_debias")
+_MINATAR_V1 = ("--vtrace_lambda=1.0", "--normsprop_debias", "--batch_size=32")
 
 
 def _atari_tuning6() -> list[Run]:

@@ -18,8 +18,14 @@ def test_every_run_has_a_unique_name_and_pins_the_flags_it_compares():
         assert agent == minatar_sweep.agent_name(name.removesuffix(f"_{game}_s{flags[1].split('=')[1]}"))
         assert f"--games={game}" in flags and name.endswith(f"_{game}_s{flags[1].split('=')[1]}")
         # A later change of a suite default must not change what a row means.
-        for pinned in ("--learning_rate=", "--baseline_cost=", "--entropy_cost=", "--vtrace_lambda="):
-            assert any(flag.startswith(pinned) for flag in flags), (name, pinned)
+        for pinned in (
+            "--learning_rate=",
+            "--baseline_cost=",
+            "--entropy_cost=",
+            "--vtrace_lambda=",
+            "--batch_size=",
+        ):
+            assert sum(flag.startswith(pinned) for flag in flags) == 1, (name, pinned)
         assert ("--rmsprop_debias" in flags) != ("--normsprop_debias" in flags), name
 
 
