@@ -21,7 +21,9 @@ Choices, from the paper (Espeholt et al. 2018, section 5.3 and Appendix F, Table
   - perturbation: ×1.2 or ×1/1.2, the paper's unbiased factors (Jaderberg et al. used 1.2 or 0.8); no resampling;
   - burn-in: 20M frames without evolution;
   - fitness: mean capped human-normalised score of recent training returns (Table G.1) where the suite has human
-    references; ours elsewhere: the mean over tasks of the mean raw return;
+    references; ours elsewhere: with `--pbt_normaliser=CSV` (game, low, high) the mean over tasks of the
+    normalised score, uncapped (MinAtar: random -> AC(λ), which our agent passes on some games), otherwise the mean
+    over tasks of the mean raw return (one game's scale then dominates);
   - ours, because Ray Tune's scheduler works so: exploit by truncation selection (a member in the bottom
     `--pbt_quantile` copies one of the top quantile, with its hyper-parameters) where the paper compares with one
     random member and copies when it is 5 points better; every hyper-parameter is perturbed at an exploit, where
@@ -98,20 +100,31 @@ def define_flags() -> None:
         "command line's --learning_rate, --entropy_cost, --rmsprop_epsilon, --max_grad_norm.",
     )
     flags.DEFINE_integer("pbt_eval_episodes", 30, "Evaluation games per task of the best member at the end.")
+    flags.DEFINE_string(
+        "pbt_normaliser",
+        None,
+        "CSV game,low,high: the fitness is the mean normalised score (uncapped) instead of the mean raw return, "
+        "for suites without human references (e.g. leaderboards/inputs/minatar/normaliser.csv).",
+    )
 
 
 # --- Pure parts --------------------------------------------------------------------------------------------------
 
 
 def fitness(
-    recent_returns: Mapping[str, Sequence[float]], reference: Mapping[str, tuple[float, float]] | None
+    recent_returns: Mapping[str, Sequence[float]],
+    reference: Mapping[str, tuple[float, float]] | None,
+    normaliser: Mapping[str, tuple[float, float]] | None = None,
 ) -> float:
     """The suite's aggregate of recent training returns: the mean over tasks of the human-normalised score capped
-    at 100 % when every task has (random, human) references, else the mean over tasks of the raw mean return.
+    at 100 % when every task has (random, human) references; else, given a (low, high) `normaliser` for every
+    task, the mean normalised score (uncapped); else the mean over tasks of the raw mean return.
     Tasks without a finished game are left out; no game at all gives -inf (the worst fitness)."""
     means = {task: float(np.mean(r)) for task, r in recent_returns.items() if len(r)}
     if not means:
         return -math.inf
+    if normaliser and all(task in normaliser for task in means):
+        return float(np.mean([scoring.normalised_score(m, *normaliser[task]) for task, m in means.items()]))
     if reference and all(task in reference for task in means):
         scores = [
             min(float(scoring.human_normalised_score(m, *reference[task])), scoring.HUMAN_LEVEL)
@@ -258,7 +271,8 @@ def member(settings: dict[str, Any]) -> None:
         # killed between a save and a report) stops at once with its own, later, frames.
         target = min(settings["total_frames"], (frames // interval + 1) * interval)
         frames, digest = _train_stretch(suite_name, argv, target)
-        fit = fitness(_recent_returns(run_dir, tasks, settings["fitness_episodes"]), settings["reference"])
+        recent = _recent_returns(run_dir, tasks, settings["fitness_episodes"])
+        fit = fitness(recent, settings["reference"], settings.get("normaliser"))
         _append_history(
             run_dir,
             {"frames": frames, "fitness": fit, **hyper, "weights_from": trial_id, "weights_digest": digest},
@@ -333,7 +347,7 @@ def plot_histories(histories: Mapping[str, list[dict[str, str]]]) -> bytes:
     return writers.png_bytes(figure)
 
 
-def run_population(suite, logdir: Path) -> int:
+def run_population(suite, logdir: Path, normaliser: Mapping[str, tuple[float, float]] | None = None) -> int:
     """Trains (or resumes) the population, then evaluates its best member and writes pbt.json and pbt.png."""
     from ray import tune
     from ray.tune.schedulers import PopulationBasedTraining
@@ -396,6 +410,7 @@ def run_population(suite, logdir: Path) -> int:
                 "suite": suite.name,
                 "games": list(suite.games),
                 "reference": suite.reference,
+                "normaliser": normaliser,
                 "logdir": str(logdir),
                 "total_frames": total_frames,
                 "interval_frames": FLAGS.pbt_interval_frames,
@@ -486,9 +501,18 @@ def main(argv):
         config.apply_preset()
         config.validate()
         suite = rundir.resolve_suite(FLAGS.suite, FLAGS.games)
+        normaliser = None
+        if FLAGS.pbt_normaliser:
+            from impala_tf.report.inputs import InputError, resolve_suite
+
+            try:
+                normalisers = resolve_suite(FLAGS.suite, FLAGS.pbt_normaliser).normalisers or {}
+            except InputError as error:
+                raise rundir.UserError(str(error)) from None
+            normaliser = {game: (float(n.low), float(n.high)) for game, n in normalisers.items()}
         logdir = Path(FLAGS.logdir).resolve()
         logdir.mkdir(parents=True, exist_ok=True)
-        return run_population(suite, logdir)
+        return run_population(suite, logdir, normaliser)
     except flags.ValidationError as error:
         raise app.UsageError(str(error)) from None
     except (rundir.UserError, ValueError) as error:

@@ -143,6 +143,14 @@ def test_fitness_is_the_mean_capped_human_normalised_score_or_the_mean_return():
     assert pbt.fitness({"catch": []}, None) == -math.inf
 
 
+def test_fitness_with_a_normaliser_is_the_uncapped_mean_normalised_score():
+    normaliser = {"freeway": (0.0, 50.0), "breakout": (1.0, 11.0)}
+    returns = {"freeway": [60.0, 60.0], "breakout": [6.0]}
+    assert math.isclose(pbt.fitness(returns, None, normaliser), (120.0 + 50.0) / 2)  # freeway not capped
+    # Scales no longer matter: the raw mean would be (60 + 6) / 2.
+    assert not math.isclose(pbt.fitness(returns, None, normaliser), pbt.fitness(returns, None))
+
+
 def test_initial_population_is_reproducible_and_within_the_papers_ranges():
     a, b = pbt.initial_population(24, seed=7), pbt.initial_population(24, seed=7)
     assert a == b
@@ -152,18 +160,46 @@ def test_initial_population_is_reproducible_and_within_the_papers_ranges():
     assert all(m["max_grad_norm"] == 40.0 for m in a)
 
 
-def test_the_minatar_demonstration_report_compares_the_two_arms(tmp_path):
+def test_the_minatar_demonstration_report_compares_the_two_arms_from_collected_inputs(tmp_path):
     from experiments import pbt_minatar
 
     games = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
+    workdir, inputs = tmp_path / "work", tmp_path / "inputs"
+    hyper = {"learning_rate": 1e-3, "entropy_cost": 0.01, "rmsprop_epsilon": 1e-5, "max_grad_norm": 40.0}
     for arm, names, score in (("pbt/members", ("a", "b"), 10.0), ("fixed", ("member_0", "member_1"), 5.0)):
         for i, name in enumerate(names):
-            run_dir = tmp_path / arm / name
-            run_dir.mkdir(parents=True)
+            run_dir = workdir / arm / name
+            (run_dir / "checkpoints").mkdir(parents=True)
             summary = {"mean_score": {g: score + i for g in games}, "trained_frames": 100}
             (run_dir / "eval_summary.json").write_text(json.dumps(summary))
-    text = pbt_minatar.report(tmp_path, "leaderboards/inputs/minatar/normaliser.csv", tmp_path / "out")
+            (run_dir / "config.json").write_text(json.dumps({"flags": hyper}))
+            rows = [f"{g},{10 * k},{score + i},5,0.0" for k in range(1, 21) for g in games]
+            (run_dir / "episodes.csv").write_text(
+                "task,frames,episode_return,episode_frames,wall_time\n" + "\n".join(rows)
+            )
+            if arm == "pbt/members":
+                history = [
+                    {"frames": 100, "fitness": score, **hyper, "weights_from": "a", "weights_digest": "x"}
+                ]
+                with open(run_dir / "pbt_history.csv", "w", newline="") as f:
+                    writer = csv.DictWriter(f, fieldnames=pbt.HISTORY_COLUMNS)
+                    writer.writeheader()
+                    writer.writerows(history)
+    for name in ("pbt.json", "initial_population.json"):
+        (workdir / "pbt" / name).write_text("{}")
+
+    pbt_minatar.collect(workdir, inputs)
+    assert not list(inputs.rglob("checkpoints"))
+    assert len(list(inputs.rglob("episodes.csv"))) == 4 and (inputs / "pbt" / "pbt.json").exists()
+    # Every 10th game of each task is kept.
+    assert len((inputs / "fixed" / "member_0" / "episodes.csv").read_text().splitlines()) == 1 + 2 * len(
+        games
+    )
+
+    text = pbt_minatar.report(inputs, "leaderboards/inputs/minatar/normaliser.csv", tmp_path / "out")
     pbt_row = next(line for line in text.splitlines() if line.startswith("| PBT |"))
     fixed_row = next(line for line in text.splitlines() if line.startswith("| fixed |"))
     assert float(pbt_row.split("|")[2]) > float(fixed_row.split("|")[2])  # best member: 11 vs 6 raw
-    assert (tmp_path / "out" / "pbt.md").exists()
+    assert "1 exploits" in text  # member b's weights came from a
+    for name in ("pbt.md", "pbt_curves.png", "pbt_hyperparameters.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
