@@ -135,6 +135,14 @@ SETTINGS = (
         games=("space_invaders",),
         seeds=(1,),
     ),
+    Setting(
+        "lambda0.5_batch8_entropy0.03",
+        _with(BASE, vtrace_lambda=0.5, batch_size=8, entropy_cost=0.03),
+        "batch 8 with 3x the entropy cost, on the two games batch 8 left short of AC(λ): both policies lose most "
+        "of their entropy early, and breakout's settles into a routine",
+        games=("breakout", "space_invaders"),
+        seeds=(1, 2),
+    ),
 )
 
 
