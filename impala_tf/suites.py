@@ -44,10 +44,16 @@ CATCH_FRAMES = 200_000
 # 2 actors x 30 environments: equal shares for 5 (atari5) and 6 (atari_tuning6) games; 2 x 57 for atari57.
 _ATARI_FLAGS: dict[str, Any] = {"envs_per_actor": 30}
 _ATARI57_FLAGS = {"network": "deep", "envs_per_actor": 57}  # the paper's multi-task agent (Table C.1)
-# MinAtar: the MinAtar paper's own network (10x10 frames), and V-trace with λ = 0.5 instead of the paper's 1: at 5M
-# frames λ = 0.5 scored above λ = 1 on four games and level on freeway (breakout 16.9, 7.4 and 13.4 against 6.5
-# and 6.2, asterix 31.8 against 20), leaderboards/inputs/minatar_sweep/README.md.
-_MINATAR_FLAGS: dict[str, Any] = {"network": "minatar", "envs_per_actor": 30, "vtrace_lambda": 0.5}
+# MinAtar: the MinAtar paper's own network (10x10 frames); V-trace with λ = 0.5 instead of the paper's 1 (at 5M
+# frames above λ = 1 on four games, level on freeway); batches of 8 unrolls, not 32: 4x the updates per frame
+# (AC(λ) updates every step), and seaquest 52-72 against 6-8 with batches of 32, at or above batch 32 on the rest.
+# Three seeds each: leaderboards/inputs/minatar_sweep/README.md.
+_MINATAR_FLAGS: dict[str, Any] = {
+    "network": "minatar",
+    "envs_per_actor": 30,
+    "vtrace_lambda": 0.5,
+    "batch_size": 8,
+}
 # Catch learns from small batches (16 x 10 steps). With the default optimiser (epsilon 1e-5, mean square from 0)
 # learning rates 1e-3 and 3e-3 both reached evaluation means of 0.96-1.0 at 60K frames (seeds 1, 2; 50 games).
 _CATCH_FLAGS = {"unroll_length": 10, "batch_size": 16, "envs_per_actor": 8, "learning_rate": 3e-3}
