@@ -220,7 +220,8 @@ def report(inputs: Path, normaliser: str, out: Path, resamples: int) -> str:
         "",
         "The paper's Section 5.2.2 experiment at small scale: one multi-task IMPALA agent on the five MinAtar "
         f"games per run, {format_frames(FRAMES)} frames per run "
-        f"({format_frames(FRAMES / len(games))} per game), the suite's defaults otherwise. Scores: "
+        f"({format_frames(FRAMES / len(games))} per game), V-trace's λ = 1 and (but the synchronous row) batches "
+        "of 32 unrolls, the suite's defaults otherwise. Scores: "
         f"mean evaluation score over seeds ({EVAL_EPISODES} games per game and seed); aggregate: mean over games "
         f"of the normalised score ({suite.normaliser_source}), 95 % stratified-bootstrap interval over seeds "
         f"({resamples} resamples). Budget and lag settings: `experiments/ablation.py`; "

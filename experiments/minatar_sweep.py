@@ -103,7 +103,7 @@ SETTINGS = (
     Setting(
         "lambda0.5",
         (*BASE, "--vtrace_lambda=0.5"),
-        "a shorter trace still; the suite's default since this sweep (seeds 1-3 are its experts)",
+        "a shorter trace still; the suite's λ since this sweep (with batches of 32: the experts until batch 8)",
         games=("breakout", "space_invaders", "seaquest", "asterix", "freeway"),
         seeds=(1, 2, 3),
     ),
@@ -123,7 +123,7 @@ SETTINGS = (
         "lambda0.5_batch8",
         _with(BASE, vtrace_lambda=0.5, batch_size=8),
         "4x the updates per environment frame (batches of 8 unrolls, not 32): is a game short of AC(λ), which "
-        "updates on every step, for want of updates?",
+        "updates on every step, for want of updates? The suite's default since (seeds 1-3 are its experts)",
         games=("breakout", "space_invaders", "seaquest", "asterix", "freeway"),
         seeds=(1, 2, 3),
     ),
