@@ -29,8 +29,9 @@ import numpy as np
 from absl import app, flags
 
 from experiments import collect_inputs, transfer_matrix
-from impala_tf import pbt, scoring, writers
+from impala_tf import scoring, writers
 from impala_tf.report.inputs import InputError, SuiteInfo, resolve_suite
+from impala_tf.report.pbt_history import plot_histories, read_histories
 from impala_tf.report.transfer import TransferError
 
 POPULATION = 4
@@ -113,10 +114,10 @@ def _normalised(run_dirs: list[Path], suite: SuiteInfo) -> np.ndarray:
     return np.array(rows, dtype=np.float64)
 
 
-def _hyper(config_path: Path) -> str:
+def _hyper(config_path: Path, names: list[str]) -> str:
     """A run's adapted hyper-parameters as its config.json recorded them (for PBT: the last stretch's)."""
     values = json.loads(config_path.read_text())["flags"]
-    return ", ".join(f"{name} {values[name]:.3g}" for name in pbt.HYPERPARAMETERS if name != "max_grad_norm")
+    return ", ".join(f"{name} {values[name]:.3g}" for name in names)
 
 
 def _curves_png(arms: dict[str, list[Path]], suite: SuiteInfo) -> bytes:
@@ -163,7 +164,9 @@ def report(inputs: Path, normaliser: str, out: Path) -> str:
         raise InputError(
             f"{inputs}: no evaluated runs of both arms (run `python -m experiments.pbt_minatar run`)"
         )
-    histories = pbt.read_histories(inputs / "pbt")
+    histories = read_histories(inputs / "pbt")
+    # The adapted hyper-parameters: the keys of a member's initial values (impala_tf.pbt.HYPERPARAMETERS).
+    adapted = list(json.loads((inputs / "pbt" / "initial_population.json").read_text())[0])
     exploits = sum(row["weights_from"] != member for member, rows in histories.items() for row in rows)
     frames = json.loads((arms["PBT"][0] / "eval_summary.json").read_text())["trained_frames"]
     lines = [
@@ -190,13 +193,13 @@ def report(inputs: Path, normaliser: str, out: Path) -> str:
             + " |"
         )
         members += [
-            f"| {arm} | {run_dir.name} | {_hyper(run_dir / 'config.json')} | {score:.1f} |"
+            f"| {arm} | {run_dir.name} | {_hyper(run_dir / 'config.json', adapted)} | {score:.1f} |"
             for run_dir, score in zip(run_dirs, per_member, strict=True)
         ]
     writers.write_files(
         {
             "pbt_curves.png": _curves_png(arms, suite),
-            "pbt_hyperparameters.png": pbt.plot_histories(histories),
+            "pbt_hyperparameters.png": plot_histories(histories),
         },
         out,
     )

@@ -185,8 +185,8 @@ def test_the_minatar_demonstration_report_compares_the_two_arms_from_collected_i
                     writer = csv.DictWriter(f, fieldnames=pbt.HISTORY_COLUMNS)
                     writer.writeheader()
                     writer.writerows(history)
-    for name in ("pbt.json", "initial_population.json"):
-        (workdir / "pbt" / name).write_text("{}")
+    (workdir / "pbt" / "pbt.json").write_text("{}")
+    (workdir / "pbt" / "initial_population.json").write_text(json.dumps([hyper, hyper]))
 
     pbt_minatar.collect(workdir, inputs)
     assert not list(inputs.rglob("checkpoints"))
@@ -203,3 +203,25 @@ def test_the_minatar_demonstration_report_compares_the_two_arms_from_collected_i
     assert "1 exploits" in text  # member b's weights came from a
     for name in ("pbt.md", "pbt_curves.png", "pbt_hyperparameters.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
+
+
+def test_the_minatar_demonstration_binary_starts_and_reports_missing_inputs_in_one_line(tmp_path):
+    # Its flags must not clash with the training flags (impala_tf.config) of anything it imports.
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.pbt_minatar",
+            "report",
+            f"--inputs={tmp_path}",
+            f"--out={tmp_path}/out",
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path}: no evaluated runs")
+    assert not (tmp_path / "out").exists()
