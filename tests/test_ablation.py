@@ -16,10 +16,10 @@ def test_the_grid_is_four_corrections_by_replay_by_lag_plus_the_synchronous_row(
     cells = ablation.cells()
     assert len(cells) == 4 * 2 * 2 + 1 and len({c.name for c in cells}) == len(cells)
     by_name = {c.name: c for c in cells}
-    assert by_name["vtrace"].flags == ("--vtrace_lambda=1.0", "--batch_size=32", "--correction=vtrace")
+    assert by_name["vtrace"].flags == ("--vtrace_lambda=1.0", "--batch_size=8", "--correction=vtrace")
     assert by_name["none_replay_highlag"].flags == (
         "--vtrace_lambda=1.0",
-        "--batch_size=32",
+        "--batch_size=8",
         "--correction=none",
         *ablation.REPLAY_FLAGS,
         f"--param_refresh_unrolls={ablation.HIGH_LAG_REFRESH}",
