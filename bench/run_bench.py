@@ -35,7 +35,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from bench.loop import measure_loop  # noqa: E402
-from impala_tf import config, envs, networks, replay, rundir, trainer  # noqa: E402
+from impala_tf import config, envs, networks, replay, rundir, suites, trainer  # noqa: E402
 from impala_tf import learner as learner_lib
 from impala_tf.actor import ActingPolicy  # noqa: E402
 from impala_tf.envs.atari import default_num_threads  # noqa: E402
@@ -54,9 +54,9 @@ LOOPS = {
     "deep": (None, {"network": "deep"}),
     # Batched A2C: one unroll per environment per update, so B = actors x envs (64 against the others' 32).
     "shallow_synchronous": (None, {"network": "shallow", "synchronous": True, "batch_size": 64}),
-    # The issue-15 ablation grid's configuration: the MinAtar network, 2 x 30 environments, batches of 32 (the
-    # bench's; the suite's own default is 8 since).
-    "minatar": ("minatar", {"network": "minatar", "envs_per_actor": 30}),
+    # The MinAtar suite's defaults (its network, 2 x 30 environments, batches of 8): the issue-15 ablation grid's
+    # configuration.
+    "minatar": ("minatar", dict(suites.get_suite("minatar").default_flags)),
 }
 flags.DEFINE_enum(
     "loop_only",
@@ -459,17 +459,18 @@ def main(argv):
     )
 
     # MinAtar: the ablation grid's loop against its own limit (MinAtar's frames are its steps).
-    stages = bench_minatar_stages(1.0 if quick else 2.0, unroll_length, batch_size)
+    minatar_batch = LOOPS["minatar"][1]["batch_size"]
+    stages = bench_minatar_stages(1.0 if quick else 2.0, unroll_length, minatar_batch)
     record("env_fps_minatar", stages["env"], "env: MinAtar, 5 games x 6 envs = one actor's 30 (steps/s)")
     record("infer_fps_minatar", stages["inference"], "inference minatar network, B=30 (frames/s)")
     record(
         "learn_fps_minatar",
         stages["learner"],
-        f"learner minatar, T={unroll_length} B={batch_size} (frames/s)",
+        f"learner minatar, T={unroll_length} B={minatar_batch} (frames/s)",
     )
     minatar = loop_in_fresh_process("minatar")
     loop_rss.append(minatar["peak_rss_mb"])
-    record("loop_fps_minatar", minatar["fps"], f"full loop minatar, 5 games, B={batch_size} (frames/s)")
+    record("loop_fps_minatar", minatar["fps"], f"full loop minatar, 5 games, B={minatar_batch} (frames/s)")
     lim = limit(stages["env"], stages["inference"], stages["learner"])
     record("limit_fps_minatar", lim, "limit minatar = 1/(1/env + 1/inference + 1/learner)")
     record("efficiency_minatar", minatar["fps"] / lim, "efficiency minatar = loop / limit")

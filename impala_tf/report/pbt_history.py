@@ -1,5 +1,5 @@
 """Reading and plotting a PBT population's histories (`members/<trial id>/pbt_history.csv`, written by
-impala_tf.pbt): pure readers for the PBT binary and for reports, without the training flags."""
+impala_tf.pbt), for the PBT binary and for reports; importing it defines no training flags."""
 
 from __future__ import annotations
 
