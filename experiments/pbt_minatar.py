@@ -15,8 +15,9 @@
 `pbt_hyperparameters.png` (each PBT member's hyper-parameters and fitness over frames): each arm's best member and
 population mean, normalised (random -> AC(λ), the MinAtar normaliser), per game and aggregated.
 
-Budget: 5M frames per member (1M per game), not the suite's 25M: the two arms are 8 runs, 40M frames, about 1.5 h
-on 2 cores; the suite's budget would take 6-7 h.
+Budget: 5M frames per member (1M per game), not the suite's 25M: the two arms are 8 runs, 40M frames, about
+2-2.5 h on 2 cores (the PBT arm ~7 min per 500K-frame stretch of all four members, measured 2026-12-02); the
+suite's budget would take 10 h or more.
 """
 
 from __future__ import annotations
