@@ -169,16 +169,17 @@ def report(inputs: Path, normaliser: str, out: Path) -> str:
     # The adapted hyper-parameters: the keys of a member's initial values (impala_tf.pbt.HYPERPARAMETERS).
     adapted = list(json.loads((inputs / "pbt" / "initial_population.json").read_text())[0])
     exploits = sum(row["weights_from"] != member for member, rows in histories.items() for row in rows)
-    frames = json.loads((arms["PBT"][0] / "eval_summary.json").read_text())["trained_frames"]
+    summary = json.loads((arms["PBT"][0] / "eval_summary.json").read_text())
     lines = [
         GENERATED_MARKER,
         "# Population-based training on MinAtar",
         "",
         f"A population of {POPULATION} multi-task agents on the five MinAtar games (`python -m impala_tf.pbt`, "
         "Table D.1's initial distributions; fitness: the mean normalised recent training return) against the "
-        f"same members with their initial hyper-parameters fixed. {frames:,} frames per member, seed 1; "
+        f"same members with their initial hyper-parameters fixed. {summary['trained_frames']:,} frames per member, "
+        "seed 1; "
         f"{exploits} exploits. Normalised evaluation scores ({suite.normaliser_source}), "
-        "20 games per game; `experiments/pbt_minatar.py` has the budget and flags.",
+        f"{summary['episodes_per_task']} games per game; `experiments/pbt_minatar.py` has the budget and flags.",
         "",
         "| arm | best member: mean over games % | population mean % | " + " | ".join(suite.games) + " |",
         "|---|---:|---:|" + "---:|" * len(suite.games),

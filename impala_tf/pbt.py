@@ -21,9 +21,9 @@ Choices, from the paper (Espeholt et al. 2018, section 5.3 and Appendix F, Table
   - perturbation: ×1.2 or ×1/1.2, the paper's unbiased factors (Jaderberg et al. used 1.2 or 0.8); no resampling;
   - burn-in: 20M frames without evolution;
   - fitness: mean capped human-normalised score of recent training returns (Table G.1) where the suite has human
-    references; ours elsewhere: with `--pbt_normaliser=CSV` (game, low, high) the mean over tasks of the
-    normalised score, uncapped (MinAtar: random -> AC(λ), which our agent passes on some games), otherwise the mean
-    over tasks of the mean raw return (one game's scale then dominates);
+    references; ours: with `--pbt_normaliser=CSV` (game, low, high; it wins over human references) the mean over
+    tasks of the normalised score, uncapped (MinAtar: random -> AC(λ), which our agent passes on some games);
+    without either, the mean over tasks of the mean raw return (one game's scale then dominates);
   - ours, because Ray Tune's scheduler works so: exploit by truncation selection (a member in the bottom
     `--pbt_quantile` copies one of the top quantile, with its hyper-parameters) where the paper compares with one
     random member and copies when it is 5 points better; every hyper-parameter is perturbed at an exploit, where
@@ -117,9 +117,9 @@ def fitness(
     reference: Mapping[str, tuple[float, float]] | None,
     normaliser: Mapping[str, tuple[float, float]] | None = None,
 ) -> float:
-    """The suite's aggregate of recent training returns: the mean over tasks of the human-normalised score capped
-    at 100 % when every task has (random, human) references; else, given a (low, high) `normaliser` for every
-    task, the mean normalised score (uncapped); else the mean over tasks of the raw mean return.
+    """The suite's aggregate of recent training returns: given a (low, high) `normaliser` for every task (asked for
+    explicitly, so it wins), the mean normalised score, uncapped; else the mean over tasks of the human-normalised
+    score capped at 100 % when every task has (random, human) references; else the mean raw return over tasks.
     Tasks without a finished game are left out; no game at all gives -inf (the worst fitness)."""
     means = {task: float(np.mean(r)) for task, r in recent_returns.items() if len(r)}
     if not means:

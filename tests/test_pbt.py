@@ -170,7 +170,11 @@ def test_the_minatar_demonstration_report_compares_the_two_arms_from_collected_i
         for i, name in enumerate(names):
             run_dir = workdir / arm / name
             (run_dir / "checkpoints").mkdir(parents=True)
-            summary = {"mean_score": {g: score + i for g in games}, "trained_frames": 100}
+            summary = {
+                "mean_score": {g: score + i for g in games},
+                "trained_frames": 100,
+                "episodes_per_task": 20,
+            }
             (run_dir / "eval_summary.json").write_text(json.dumps(summary))
             (run_dir / "config.json").write_text(json.dumps({"flags": hyper}))
             rows = [f"{g},{10 * k},{score + i},5,0.0" for k in range(1, 21) for g in games]
