@@ -182,14 +182,10 @@ def _curves_png(board: Leaderboard, suite: SuiteInfo) -> bytes:
                 result = by_name.get(name)
                 if result is None or not result.curves:
                     continue
-                per_seed = []
-                for _, per_game in result.curves:
-                    values = [
-                        scoring.normalised_score(np.interp(grid, *per_game[g]), *suite.normalisers[g])
-                        for g in suite.games
-                        if g in per_game
-                    ]
-                    per_seed.append(np.mean(values, axis=0))
+                per_seed = [
+                    scoring.normalised_suite_curve(per_game, suite.normalisers, grid)
+                    for _, per_game in result.curves
+                ]
                 label = CORRECTIONS.get((_cell_of(name) or Cell(None)).correction or "", "synchronous (A2C)")
                 axis.plot(grid, np.mean(per_seed, axis=0), label=f"{label} ({len(per_seed)})")
             axis.set_title(

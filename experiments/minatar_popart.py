@@ -114,13 +114,8 @@ def normalised_curves(suite: SuiteInfo, data: AgentData, grid: np.ndarray) -> np
     """[R, K]: per seed, the median over games of the normalised smoothed training return at `grid` frames."""
     curves = []
     for _, per_game in data.curves:
-        values = []
-        for game in suite.games:
-            # Smoothed returns, held constant before the first and after the last game.
-            frames, returns = per_game[game]
-            low, high = suite.normalisers[game]
-            values.append(scoring.normalised_score(np.interp(grid, frames, returns), low, high))
-        curves.append(np.median(np.array(values), axis=0))
+        games = {game: per_game[game] for game in suite.games}
+        curves.append(scoring.normalised_suite_curve(games, suite.normalisers, grid, np.median))
     return np.array(curves)
 
 

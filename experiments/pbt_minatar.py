@@ -135,17 +135,15 @@ def _curves_png(arms: dict[str, list[Path]], suite: SuiteInfo) -> bytes:
             episodes = pd.read_csv(run_dir / "episodes.csv")
             end = float(episodes.frames.max())
             grid = np.linspace(0.0, end, 101)
-            per_game = []
-            for game in suite.games:
-                rows = episodes[episodes.task == game]
-                # Every 10th game is kept, so a window of 10 spans ~100 games.
-                frames, smoothed = scoring.smooth_episode_returns(
+            # Every 10th game is kept, so a window of 10 spans ~100 games.
+            per_game = {
+                game: scoring.smooth_episode_returns(
                     rows.frames.to_numpy(), rows.episode_return.to_numpy(), 100 // EPISODE_STRIDE
                 )
-                per_game.append(
-                    scoring.normalised_score(np.interp(grid, frames, smoothed), *suite.normalisers[game])
-                )
-            axis.plot(grid, np.mean(per_game, axis=0), label=run_dir.name[-8:])
+                for game, rows in episodes.groupby("task")
+            }
+            curve = scoring.normalised_suite_curve(per_game, suite.normalisers, grid)
+            axis.plot(grid, curve, label=run_dir.name[-8:])
         axis.set_title(arm)
         axis.set_xlabel("frames per member (all five games)")
         axis.axhline(0.0, color="grey", linewidth=0.5)

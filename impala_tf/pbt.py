@@ -35,7 +35,7 @@ Synchronous PBT (`synch=True`): a member that reaches a boundary waits (paused, 
 member has, so a population larger than the machine's cores time-shares it.
 
 Killing the driver and running the same command again resumes every member (Tune restores the experiment,
-each member its own checkpoint). When the population finishes, the best member (highest final fitness) is
+each member its own checkpoint; `impala_tf.pbt_scheduler` rebuilds the scheduler's state, which Tune does not). When the population finishes, the best member (highest final fitness) is
 evaluated (`impala_tf.evaluate`, agent `impala_tf_pbt`) and named in `DIR/pbt.json`; `impala_tf.leaderboard
 --runs=DIR` then reads that member. `DIR/pbt.png` plots each member's hyper-parameters and fitness over frames.
 """
@@ -306,8 +306,8 @@ def initial_population(
 def run_population(suite, logdir: Path, normaliser: Mapping[str, tuple[float, float]] | None = None) -> int:
     """Trains (or resumes) the population, then evaluates its best member and writes pbt.json and pbt.png."""
     from ray import tune
-    from ray.tune.schedulers import PopulationBasedTraining
 
+    from impala_tf.pbt_scheduler import ResumablePopulationBasedTraining
     from impala_tf.runtime import ray as ray_runtime
 
     total_frames = FLAGS.total_frames or suite.default_total_frames
@@ -341,7 +341,7 @@ def run_population(suite, logdir: Path, normaliser: Mapping[str, tuple[float, fl
             )
             population = initial_population(FLAGS.population, FLAGS.seed, start)
             writers.atomic_write_json(logdir / "initial_population.json", population)
-            scheduler = PopulationBasedTraining(
+            scheduler = ResumablePopulationBasedTraining(
                 time_attr="frames",
                 perturbation_interval=FLAGS.pbt_interval_frames,
                 burn_in_period=FLAGS.pbt_burn_in_frames,

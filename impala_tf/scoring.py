@@ -265,3 +265,22 @@ def mean_curve_on_grid(curves: Sequence[tuple[np.ndarray, np.ndarray]], grid: np
     counts = np.sum(np.isfinite(values), axis=0)
     totals = np.nansum(values, axis=0)
     return np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
+
+
+def normalised_suite_curve(
+    per_game: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    normalisers: Mapping[str, tuple[float, float]],
+    grid: np.ndarray,
+    aggregate: Callable[..., np.ndarray] = np.mean,
+) -> np.ndarray:
+    """One run's aggregate over games of its normalised curves at `grid` [K] -> [K].
+
+    per_game: game -> (frames [E] increasing, returns [E]); each curve is held constant before its first and
+    after its last point (np.interp), normalised by `normalisers[game]` = (low, high), and the games are
+    combined with `aggregate(..., axis=0)` (mean or median).
+    """
+    values = [
+        normalised_score(np.interp(grid, frames, returns), *normalisers[game])
+        for game, (frames, returns) in per_game.items()
+    ]
+    return aggregate(np.array(values), axis=0)

@@ -1,7 +1,9 @@
 """Population-based training on Ray Tune: a Catch population of 4 on 2 cores, killed once and resumed.
 
-One run of the binary serves every check: the driver is killed (its whole process group, Ray included) once a
-member has reported, the same command resumes it, and the finished population is then read back.
+One run of the binary serves every check: the driver is killed (its whole process group, Ray included) once
+every member has reported its first stretch, the same command resumes it, and the finished population is then
+read back. Killed there, every member resumes at the first boundary with two more to go: the case in which a
+resumed synchronous scheduler without its state deadlocked (impala_tf.pbt_scheduler).
 """
 
 import contextlib
@@ -26,7 +28,7 @@ from impala_tf import pbt  # noqa: E402
 # Four members share two cores with their Ray services: minutes, not seconds.
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(1200)]
 
-TOTAL, INTERVAL = 20_000, 10_000
+TOTAL, INTERVAL = 30_000, 10_000
 COMMAND = [
     sys.executable,
     "-m",
@@ -75,7 +77,9 @@ def population(tmp_path_factory):
     )
     deadline = time.time() + 600
     while time.time() < deadline and first.poll() is None:
-        if any(len(rows) >= 1 for rows in _histories(logdir).values()):
+        histories = _histories(logdir).values()
+        if len(histories) == 4 and all(len(rows) >= 1 for rows in histories):
+            time.sleep(5)  # for the last report to reach Tune
             break
         time.sleep(1)
     assert first.poll() is None, "the population finished before it could be killed"
@@ -115,6 +119,14 @@ def test_an_exploiting_member_continues_from_the_donors_weights_with_perturbed_h
         for name in pbt.HYPERPARAMETERS:
             ratio = float(row[name]) / float(donor[name])
             assert min(abs(ratio - f) for f in pbt.PERTURBATION_FACTORS) < 1e-6, (name, ratio)
+
+
+def test_a_resumed_scheduler_syncs_one_interval_past_the_furthest_member():
+    from impala_tf.pbt_scheduler import next_boundary
+
+    assert next_boundary(1_000_000, [2_000_000], 500_000) == 2_500_000  # not 2M: every member is there
+    assert next_boundary(1_000_000, [0, 500_000], 500_000) == 1_000_000  # burn-in still ahead
+    assert next_boundary(1_000_000, [], 500_000) == 1_000_000
 
 
 def test_every_member_learns_and_the_best_is_evaluated_for_the_leaderboard(population):

@@ -171,6 +171,21 @@ def test_mean_curve_averages_runs_only_where_they_were_recorded():
     np.testing.assert_allclose(curve, [5.0, 7.5, 10.0, np.nan])
 
 
+def test_suite_curve_normalises_each_game_and_holds_its_ends_before_aggregating():
+    per_game = {
+        "a": (np.array([10.0, 20.0]), np.array([0.0, 10.0])),  # normalised 0 % -> 100 %
+        "b": (np.array([0.0, 20.0]), np.array([2.0, 2.0])),  # normalised 50 % throughout
+    }
+    normalisers = {"a": (0.0, 10.0), "b": (1.0, 3.0)}
+    grid = np.array([0.0, 15.0, 30.0])
+    np.testing.assert_allclose(
+        scoring.normalised_suite_curve(per_game, normalisers, grid), [25.0, 50.0, 75.0]
+    )
+    np.testing.assert_allclose(
+        scoring.normalised_suite_curve(per_game, normalisers, grid, np.max), [50.0, 50.0, 100.0]
+    )
+
+
 # --- Reference data -------------------------------------------------------------------------------
 
 
