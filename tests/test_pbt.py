@@ -57,13 +57,20 @@ def _histories(logdir: Path) -> dict[str, list[dict]]:
     return out
 
 
-def _ray_processes() -> set:
-    found = set()
-    for process in psutil.process_iter(["name", "cmdline"]):
-        text = " ".join([process.info["name"] or "", *(process.info["cmdline"] or [])])
-        if any(key in text for key in ("ray::", "raylet", "gcs_server", "ray/dashboard", "ray/_private")):
-            found.add(process)
-    return found
+def _ray_sessions() -> set[str]:
+    root = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray"
+    return {path.name for path in root.glob("session_2*")}
+
+
+def _kill_ray_sessions(sessions: set[str]) -> None:
+    """Kills the Ray instances of `sessions` only: each service names its session on its command line and the
+    workers are the raylet's children. Another population on the machine (an experiment) is left alone."""
+    for process in psutil.process_iter(["cmdline"]):
+        if any(session in " ".join(process.info["cmdline"] or []) for session in sessions):
+            with contextlib.suppress(psutil.Error):
+                for child in process.children(recursive=True):
+                    child.kill()
+                process.kill()
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +78,7 @@ def population(tmp_path_factory):
     logdir = tmp_path_factory.mktemp("pbt") / "population"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "RAY_DEDUP_LOGS": "0"}
     command = [*COMMAND, f"--logdir={logdir}"]
-    preexisting = _ray_processes()
+    preexisting = _ray_sessions()
     first = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
     )
@@ -85,10 +92,8 @@ def population(tmp_path_factory):
     assert first.poll() is None, "the population finished before it could be killed"
     os.killpg(first.pid, signal.SIGKILL)  # the driver and the Ray processes it started
     first.wait()
-    # Some of Ray's agents leave the process group: kill those of this run too (what `ray stop` would do).
-    for process in _ray_processes() - preexisting:
-        with contextlib.suppress(psutil.Error):
-            process.kill()
+    # Some of Ray's agents leave the process group: kill those of this run's Ray too (what `ray stop` would do).
+    _kill_ray_sessions(_ray_sessions() - preexisting)
     reported_before_kill = {m: len(rows) for m, rows in _histories(logdir).items()}
     second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     assert second.returncode == 0, second.stderr[-3000:]
