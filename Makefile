@@ -86,7 +86,7 @@ MINATAR_BATCH32_EXPERTS := $(call minatar_sweep_runs,lambda0.5)
 leaderboards: setup
 	$(PY) -m impala_tf.leaderboard --suite=atari57 --reference=impala_paper,machado_repro --out=leaderboards/atari57
 	$(PY) -m impala_tf.transfer experts --suite=atari57 --multitask=impala_deep_multitask --experts=impala_deep_experts --out=leaderboards/atari57
-	$(PY) -m impala_tf.leaderboard --suite=minatar --runs=leaderboards/inputs/minatar/multitask,leaderboards/inputs/minatar_experts,leaderboards/inputs/minatar_multitask,$(MINATAR_DEFAULT_EXPERTS),$(MINATAR_BATCH32_EXPERTS) --scores=leaderboards/inputs/minatar/published_scores.csv --normaliser=leaderboards/inputs/minatar/normaliser.csv --reference=none --out=leaderboards/minatar
+	$(PY) -m impala_tf.leaderboard --suite=minatar --runs=leaderboards/inputs/minatar/multitask,leaderboards/inputs/minatar_experts,leaderboards/inputs/minatar_multitask,$(MINATAR_DEFAULT_EXPERTS),$(MINATAR_BATCH32_EXPERTS),leaderboards/inputs/minatar_pbt/pbt --scores=leaderboards/inputs/minatar/published_scores.csv --normaliser=leaderboards/inputs/minatar/normaliser.csv --reference=none --out=leaderboards/minatar
 	$(PY) -m impala_tf.transfer experts --suite=minatar --normaliser=leaderboards/inputs/minatar/normaliser.csv --multitask=leaderboards/inputs/minatar_multitask --experts=leaderboards/inputs/minatar_experts --out=leaderboards/minatar
 	$(PY) -m experiments.transfer_matrix --notrain --suite=minatar --games=breakout,space_invaders,asterix --frames=500000 --seeds=1,2 --train_args=--learning_rate=0.002 --eval_episodes=20 --workdir=leaderboards/inputs/minatar/transfer --out=leaderboards/minatar
 	$(PY) -m experiments.minatar_popart report --workdir=leaderboards/inputs/minatar/popart --normaliser=leaderboards/inputs/minatar/normaliser.csv --out=leaderboards/minatar
@@ -94,6 +94,7 @@ leaderboards: setup
 	$(PY) -m impala_tf.leaderboard --suite=atari_tuning6 --runs=leaderboards/inputs/atari_tuning6 --out=leaderboards/atari_tuning6
 	$(PY) -m experiments.ablation report --inputs=leaderboards/inputs/ablation --out=leaderboards/ablation
 	$(PY) -m experiments.minatar_sweep report --inputs=leaderboards/inputs/minatar_sweep --out=leaderboards/minatar
+	$(PY) -m experiments.pbt_minatar report --inputs=leaderboards/inputs/minatar_pbt --out=leaderboards/minatar
 
 SOAK_MINUTES ?= 30
 soak: setup

@@ -143,7 +143,7 @@ def _curves_png(arms: dict[str, list[Path]], suite: SuiteInfo) -> bytes:
                 for game, rows in episodes.groupby("task")
             }
             curve = scoring.normalised_suite_curve(per_game, suite.normalisers, grid)
-            axis.plot(grid, curve, label=run_dir.name[-8:])
+            axis.plot(grid, curve, label=run_dir.name)
         axis.set_title(arm)
         axis.set_xlabel("frames per member (all five games)")
         axis.axhline(0.0, color="grey", linewidth=0.5)
@@ -183,9 +183,12 @@ def report(inputs: Path, normaliser: str, out: Path) -> str:
         "|---|---:|---:|" + "---:|" * len(suite.games),
     ]
     members = []
+    pbt_scores = {}
     for arm, run_dirs in arms.items():
         scores = _normalised(run_dirs, suite)
         per_member = scores.mean(axis=1)
+        if arm == "PBT":
+            pbt_scores = {d.name: float(v) for d, v in zip(run_dirs, per_member, strict=True)}
         best = scores[int(np.argmax(per_member))]
         lines.append(
             f"| {arm} | {per_member.max():.1f} | {per_member.mean():.1f} | "
@@ -203,16 +206,20 @@ def report(inputs: Path, normaliser: str, out: Path) -> str:
         },
         out,
     )
+    pick = json.loads((inputs / "pbt" / "pbt.json").read_text())["best_member"].split("/")[-1]
     lines += [
         "",
-        "Per-game columns: the best member's normalised score.",
+        "Best member: the arm's highest evaluation (chosen on the evaluation itself, alike in both arms); "
+        "per-game columns are its normalised scores. PBT's own pick, by final fitness (`pbt.json`; the "
+        f"leaderboard's `impala_tf_pbt` row): {pick}, {pbt_scores[pick]:.1f} %.",
         "",
         "| arm | member | hyper-parameters at the end | mean over games % |",
         "|---|---|---|---:|",
         *members,
         "",
         "Training curves: [pbt_curves.png](pbt_curves.png); each PBT member's hyper-parameters and fitness over "
-        "frames (exploits show as jumps): [pbt_hyperparameters.png](pbt_hyperparameters.png).",
+        "frames (exploits show as jumps): [pbt_hyperparameters.png](pbt_hyperparameters.png). Reading: "
+        f"`{inputs}/README.md`.",
         "",
     ]
     text = "\n".join(lines)

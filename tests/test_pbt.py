@@ -206,7 +206,7 @@ def test_the_minatar_demonstration_report_compares_the_two_arms_from_collected_i
                     writer = csv.DictWriter(f, fieldnames=pbt.HISTORY_COLUMNS)
                     writer.writeheader()
                     writer.writerows(history)
-    (workdir / "pbt" / "pbt.json").write_text("{}")
+    (workdir / "pbt" / "pbt.json").write_text(json.dumps({"best_member": "members/a"}))
     (workdir / "pbt" / "initial_population.json").write_text(json.dumps([hyper, hyper]))
 
     pbt_minatar.collect(workdir, inputs)
@@ -222,6 +222,7 @@ def test_the_minatar_demonstration_report_compares_the_two_arms_from_collected_i
     fixed_row = next(line for line in text.splitlines() if line.startswith("| fixed |"))
     assert float(pbt_row.split("|")[2]) > float(fixed_row.split("|")[2])  # best member: 11 vs 6 raw
     assert "1 exploits" in text  # member b's weights came from a
+    assert "PBT's own pick, by final fitness (`pbt.json`; the leaderboard's `impala_tf_pbt` row): a," in text
     for name in ("pbt.md", "pbt_curves.png", "pbt_hyperparameters.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
 
