@@ -21,7 +21,8 @@ by default (~38 and ~3 with batches of 32).
 Replay: half of each batch drawn uniformly from a FIFO buffer, as the paper's (Table D.3:
 10,000 trajectories, uniform, FIFO), but of 800 unrolls: a 2M-frame run makes only 100K unrolls, and 10,000
 would hold a tenth of the whole run; 800 (the fresh data of ~200 updates at 4 fresh unrolls per batch of 8) keeps
-replayed unrolls ~100 updates old, as 3,200 did with batches of 32. The paper's section is 5.2.2 ("V-trace Analysis") in arXiv v3; its Table 2 is quoted from
+replayed unrolls ~100 updates old, as 3,200 did with batches of 32.
+The paper's section is 5.2.2 ("V-trace Analysis") in arXiv v3; its Table 2 is quoted from
 `leaderboards/inputs/ablation/paper_table2.csv` (source in `paper_table2.md`).
 """
 

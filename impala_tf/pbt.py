@@ -35,9 +35,10 @@ Synchronous PBT (`synch=True`): a member that reaches a boundary waits (paused, 
 member has, so a population larger than the machine's cores time-shares it.
 
 Killing the driver and running the same command again resumes every member (Tune restores the experiment,
-each member its own checkpoint; `impala_tf.pbt_scheduler` rebuilds the scheduler's state, which Tune does not). When the population finishes, the best member (highest final fitness) is
-evaluated (`impala_tf.evaluate`, agent `impala_tf_pbt`) and named in `DIR/pbt.json`; `impala_tf.leaderboard
---runs=DIR` then reads that member. `DIR/pbt.png` plots each member's hyper-parameters and fitness over frames.
+each member its own checkpoint; `impala_tf.pbt_scheduler` rebuilds the scheduler's state, which Tune does not).
+When the population finishes, the best member (highest final fitness) is evaluated (`impala_tf.evaluate`, agent
+`impala_tf_pbt`) and named in `DIR/pbt.json`; `impala_tf.leaderboard --runs=DIR` then reads that member.
+`DIR/pbt.png` plots each member's hyper-parameters and fitness over frames.
 """
 
 from __future__ import annotations

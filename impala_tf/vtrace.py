@@ -10,7 +10,8 @@ target (paper equation 1) is
     v_s = V(x_s) + Σ_{t=s}^{T-1} (Π_{i=s}^{t-1} γ_i c_i) δ_t V,   δ_t V = ρ_t (r_t + γ_t V(x_{t+1}) − V(x_t))
 
 with V(x_T) = bootstrap_value. With λ < 1 the traces become c_i = λ · min(c̄, π/μ) (paper section 4.1, the
-remark on mixing V-trace with TD(λ)): λ = 1 is the paper's V-trace, λ = 0 one-step TD targets. It obeys the backward recursion (paper remark 1)
+remark on mixing V-trace with TD(λ)): λ = 1 is the paper's V-trace, λ = 0 one-step TD targets. It obeys the
+backward recursion (paper remark 1)
 
     v_s − V(x_s) = δ_s V + γ_s c_s (v_{s+1} − V(x_{s+1})),      v_T − V(x_T) = 0,
 
