@@ -247,3 +247,39 @@ def test_the_minatar_demonstration_binary_starts_and_reports_missing_inputs_in_o
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path}: no evaluated runs")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_minatar_demonstrations_fixed_arm_trains_each_member_with_its_initial_values_two_at_a_time(
+    tmp_path, monkeypatch
+):
+    import threading
+
+    from experiments import pbt_minatar, transfer_matrix
+
+    workdir = tmp_path / "work"
+    (workdir / "pbt" / "members").mkdir(parents=True)
+    (workdir / "pbt" / "pbt.json").write_text("{}")  # the PBT arm is done
+    population = [{"learning_rate": 1e-3 * (k + 1), "entropy_cost": 0.01} for k in range(4)]
+    (workdir / "pbt" / "initial_population.json").write_text(json.dumps(population))
+    commands, running, most = [], [0], [0]
+    lock = threading.Lock()
+
+    def runner(command, log_path):
+        with lock:
+            commands.append(command)
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.2)
+        with lock:
+            running[0] -= 1
+
+    monkeypatch.setattr(transfer_matrix, "subprocess_runner", runner)
+    monkeypatch.setattr(transfer_matrix, "is_evaluated", lambda run_dir, frames: False)
+    pbt_minatar.run(workdir, 1000, 100, 100, 5, "unused.csv", parallel=2)
+
+    trains = [c for c in commands if "suites.minatar" in c]
+    assert len(trains) == 4 and len(commands) == 8  # each member trained, then evaluated
+    for k in range(4):
+        (train,) = [c for c in trains if f"--logdir={workdir / 'fixed' / f'member_{k}'}" in c]
+        assert f"--learning_rate={population[k]['learning_rate']!r}" in train and f"--seed={k + 1}" in train
+    assert most[0] == 2
