@@ -87,7 +87,9 @@ def run_spec_from_flags(suite: Any, f: Mapping[str, Any]) -> RunSpec:
     )
 
 
-def make_env(spec: RunSpec, task_ids: list[int], seed: int) -> BatchedEnv:
+def make_env(
+    spec: RunSpec, task_ids: list[int], seed: int, max_episode_frames: int | None = None
+) -> BatchedEnv:
     env = envs.make_batched_env(
         spec.suite,
         task_ids,
@@ -95,6 +97,7 @@ def make_env(spec: RunSpec, task_ids: list[int], seed: int) -> BatchedEnv:
         protocol=spec.protocol,
         action_set=spec.action_set,
         num_threads=spec.env_threads,
+        max_episode_frames=max_episode_frames,
     )
     if spec.reward_scale:
         scales = dict(spec.reward_scale)

@@ -5,8 +5,9 @@ that holds a SavedModel. Its environments come from the run configuration the ex
 written into --logdir when given, else beside the SavedModel in DIR.
 
 Loads the run's newest valid checkpoint and plays N whole games per task under the suite's protocol (Atari/impala:
-1–30 random no-op starts, scores over all lives, 108,000-frame cap). Each of the N environments of a task plays
-exactly one game, so that short games are not over-represented. Writes, atomically, into the run directory:
+1–30 random no-op starts, scores over all lives, 108,000-frame cap; MinAtar: no cap in training, 100,000 steps
+here, as a game can last forever). Each of the N environments of a task plays exactly one game, so that short
+games are not over-represented. Writes, atomically, into the run directory:
   eval_scores.csv    task, episode, score, frames   (one row per game; frames = that game's emulator frames)
   eval_summary.json  agent, suite, protocol, seed, trained_frames, per-task mean score
 """
@@ -26,6 +27,7 @@ from impala_tf import (
     agent,
     checkpoints,
     config,  # noqa: F401 - defines --logdir and the other training flags
+    envs,
     export,
     rundir,
     writers,
@@ -56,7 +58,7 @@ def play_games(spec: agent.RunSpec, policy_step, initial_state, episodes: int, s
     (action, logits, state) like ActingPolicy.step. Returns one dict per game."""
     num_tasks = spec.num_tasks
     task_ids = [task for task in range(num_tasks) for _ in range(episodes)]
-    env = agent.make_env(spec, task_ids, seed)
+    env = agent.make_env(spec, task_ids, seed, envs.evaluation_max_episode_frames(spec.suite))
     try:
         n = env.num_envs
         task_id = env.task_ids.astype(np.int32)

@@ -179,3 +179,20 @@ def test_single_environment_faces_follow_dm_env():
         assert env.step(0).first()  # auto-reset
         assert len(env.pop_finished_episodes()) == 1
         assert env.legal_actions().dtype == bool
+
+
+def test_evaluation_cuts_a_minatar_game_that_cannot_end_at_its_step_cap(monkeypatch, run_spec):
+    from impala_tf import evaluate
+
+    # A seaquest submarine that never dives stays at the surface, where nothing ends the game.
+    monkeypatch.setattr(minatar, "EVALUATION_MAX_EPISODE_STEPS", 300)
+    spec = run_spec(registry.get_suite("minatar").restrict(["seaquest"]))
+    assert envs.evaluation_max_episode_frames(spec.suite) == 300
+    assert envs.evaluation_max_episode_frames(registry.get_suite("catch")) is None
+
+    def never_dive(timestep, prev_action, task_id, state):
+        n = len(timestep.step_type)
+        return np.zeros(n, np.int32), np.zeros((n, 6), np.float32), state  # action 0: no-op
+
+    results = evaluate.play_games(spec, never_dive, lambda n: None, episodes=2, seed=0)
+    assert [r["frames"] for r in results] == [300, 300] and all(r["score"] == 0 for r in results)

@@ -84,6 +84,16 @@ def make_batched_env(
     raise ValueError(f"unknown backend {suite.backend!r}; valid: {', '.join(BACKENDS)}")
 
 
+def evaluation_max_episode_frames(suite: Any) -> int | None:
+    """The cap an evaluation plays a game to: Atari's protocol has its own (None here), MinAtar has none in
+    training, so evaluation sets one (`minatar.EVALUATION_MAX_EPISODE_STEPS`); Catch games have a fixed length."""
+    if suite.backend == "minatar":
+        from impala_tf.envs.minatar import EVALUATION_MAX_EPISODE_STEPS
+
+        return EVALUATION_MAX_EPISODE_STEPS
+    return None
+
+
 class SingleEnvironment(dm_env.Environment):
     """The dm_env face of a one-environment BatchedEnv.
 

@@ -29,6 +29,10 @@ GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 NUM_ACTIONS = 6  # n, l, u, r, d, f
 CHANNELS = {"asterix": 4, "breakout": 4, "freeway": 7, "seaquest": 10, "space_invaders": 6}
 STICKY_ACTION_PROB = 0.1  # MinAtar's default
+# Training has no step cap (MinAtar's protocol), evaluation needs one: in seaquest a policy that never dives stays
+# at the surface, where nothing ends the game (seen: the ablation's uncorrected agent with replay). 100,000 steps
+# is 40 whole freeway games, far beyond any game a learned policy plays to its end.
+EVALUATION_MAX_EPISODE_STEPS = 100_000
 _FIRST, _MID, _LAST = 0, 1, 2
 
 
