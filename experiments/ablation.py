@@ -8,9 +8,9 @@ lag}, plus synchronous batched A2C (policy lag 0). Each run is one multi-task ag
 the suite's defaults (batches of 8) but V-trace's λ = 1, so a cell's columns are the five games and their aggregate.
 
 Budget: 2M environment frames per run (400K per game; replayed unrolls do not count), 3 seeds: 17 cells x 3 seeds
-x 2M = 102M frames. With batches of 8 two runs side by side train at ~5.7K frames/s each (2 cores, 2026-12-02):
-~6 min per cell without replay, two at a time; replay doubles the learner's updates per frame (~1.4x the time):
-about 3.5 h in all.
+x 2M = 102M frames. With batches of 8 two runs side by side train at ~3.5-6K frames/s each (2 cores, 2026-12-02):
+7-9 min per cell with its evaluation, two at a time, ~10 with replay (which doubles the learner's updates per
+frame): about 3.5 h in all.
 By 400K frames per game the default agent has left random clearly on breakout, freeway and space_invaders
 (measured on the 5M-per-game multi-task run), which is where the corrections can differ; asterix and seaquest
 barely move at this budget and mostly add noise to the aggregate.

@@ -48,7 +48,7 @@ def plot_histories(histories: Mapping[str, list[dict[str, str]]]) -> bytes:
     for member_id, rows in histories.items():
         frames = [float(r["frames"]) for r in rows]
         for axis, name in zip(axes, names, strict=True):
-            axis.plot(frames, [float(r[name]) for r in rows], marker=".", linewidth=1, label=member_id[-8:])
+            axis.plot(frames, [float(r[name]) for r in rows], marker=".", linewidth=1, label=member_id)
     for axis, name in zip(axes, names, strict=True):
         axis.set_ylabel(name, fontsize=8)
         if name != "fitness":
