@@ -118,6 +118,25 @@ def _minatar_multitask() -> list[Run]:
     ]
 
 
+def _minatar_multitask_batch8() -> list[Run]:
+    """The multi-task agent at the suite's defaults since the sweep (V-trace λ = 0.5, batches of 8), pinned; its
+    experts are the sweep's `lambda0.5_batch8_<game>_s<seed>` runs. 5M frames per game, 3 seeds."""
+    return [
+        Run(
+            f"multitask_s{seed}",
+            "minatar",
+            (f"--seed={seed}", "--vtrace_lambda=0.5", "--batch_size=8"),
+            25_000_000,
+            backend="minatar",
+            network="minatar",
+            eval_episodes=100,
+            episode_stride=10,
+            agent="impala_tf_minatar_multitask_lambda0.5_batch8",
+        )
+        for seed in (1, 2, 3)
+    ]
+
+
 def _ablation() -> list[Run]:
     """The corrections x replay x lag grid and the synchronous row (experiments/ablation.py), seed-major, so that
     a grid stopped part-way has whole seeds."""
@@ -164,6 +183,7 @@ EXPERIMENTS = {
     "atari_tuning6": _atari_tuning6,
     "minatar_experts": _minatar_experts,
     "minatar_multitask": _minatar_multitask,
+    "minatar_multitask_batch8": _minatar_multitask_batch8,
     "ablation": _ablation,
     "minatar_sweep": _minatar_sweep,
 }
