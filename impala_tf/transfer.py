@@ -8,8 +8,8 @@ paper's deep multi-task agent with its deep experts, Table C.1). Each side is a 
 CSVs, run directories (as the leaderboard reads them) or published agents (`impala_deep_experts`, ...); the
 experts' sources are merged into one agent, one game per run as a rule. Per game: normalised score of the
 multi-task agent minus the experts' (in normalised points; raw points without a normaliser); a game counts as
-positive transfer when the difference is > 0, negative when < 0. Writes transfer_vs_experts.{md,csv,png}, each
-file to a temporary name and renamed into place.
+positive transfer when the difference is > 0, negative when < 0. Writes transfer_vs_experts.{md,csv,png} (or
+`--name`.{md,csv,png}), each file to a temporary name and renamed into place.
 
 The transfer matrix (pre-train on one task, fine-tune on another) trains runs, so its driver is an experiment:
 `python -m experiments.transfer_matrix` (the flags `python -m impala_tf.transfer matrix` took).
@@ -17,6 +17,7 @@ The transfer matrix (pre-train on one task, fine-tune on another) trains runs, s
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,10 +28,11 @@ from impala_tf import cli, writers
 from impala_tf.report import plots
 from impala_tf.report.inputs import InputError, resolve_suite
 from impala_tf.report.transfer import (
-    EXPERTS_FILES,
+    EXPERTS_NAME,
     TransferError,
     compare_with_experts,
     experts_csv,
+    experts_files,
     experts_markdown,
     load_side,
 )
@@ -50,9 +52,17 @@ def define_flags(fv: flags.FlagValues) -> None:
         "multitask", [], "experts: the multi-task agent (score CSVs, run dirs, published name).", **kw
     )
     flags.DEFINE_list("experts", [], "experts: the single-task experts, merged into one agent.", **kw)
+    flags.DEFINE_string(
+        "name",
+        EXPERTS_NAME,
+        "experts: the files' stem (<name>.md, .csv, .png), for several comparisons in one dir.",
+        **kw,
+    )
 
 
 def _experts_main(fv: flags.FlagValues) -> int:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", fv.name):
+        raise TransferError(f"--name must be a file stem (letters, digits, _ . -), got {fv.name!r}")
     try:
         suite = resolve_suite(fv.suite, fv.normaliser)
     except InputError as error:
@@ -61,10 +71,11 @@ def _experts_main(fv: flags.FlagValues) -> int:
         suite, load_side(suite, fv.multitask, "multitask"), load_side(suite, fv.experts, "experts")
     )
     out = Path(fv.out or f"leaderboards/{suite.name}")
+    names = experts_files(fv.name)
     files = dict(
         zip(
-            EXPERTS_FILES,
-            (experts_markdown(comparison), experts_csv(comparison), plots.experts_png(comparison)),
+            names,
+            (experts_markdown(comparison, fv.name), experts_csv(comparison), plots.experts_png(comparison)),
             strict=True,
         )
     )
@@ -72,7 +83,7 @@ def _experts_main(fv: flags.FlagValues) -> int:
     counts = comparison.counts
     print(
         f"{comparison.multitask} vs {comparison.experts} on {len(comparison.games)} games: "
-        f"{counts.positive} positive, {counts.negative} negative, {counts.neutral} neutral; wrote {out}/{EXPERTS_FILES[0]}"
+        f"{counts.positive} positive, {counts.negative} negative, {counts.neutral} neutral; wrote {out}/{names[0]}"
     )
     return 0
 

@@ -440,3 +440,19 @@ def test_thinned_episodes_keep_every_kth_game_of_each_task():
     text = "task,frames,episode_return,episode_frames,wall_time\n" + "\n".join(rows) + "\n"
     kept = thin_episodes(text, 3).splitlines()
     assert kept[1:] == ["a,0,0,1,0", "b,0,0,1,0", "a,3,3,1,0", "b,3,3,1,0"]
+
+
+def test_experts_comparisons_with_different_names_share_an_output_dir(tmp_path, capsys):
+    out = tmp_path / "board"
+    common = ["transfer", "experts", "--experts=impala_deep_experts", f"--out={out}"]
+    assert transfer.run([*common, "--multitask=impala_deep_multitask"]) == 0
+    assert (
+        transfer.run([*common, "--multitask=impala_shallow_experts", "--name=shallow_vs_deep_experts"]) == 0
+    )
+    assert set(os.listdir(out)) == set(transfer_report.EXPERTS_FILES) | set(
+        transfer_report.experts_files("shallow_vs_deep_experts")
+    )
+    text = (out / "shallow_vs_deep_experts.md").read_text()
+    assert "plot: shallow_vs_deep_experts.png" in text and "IMPALA shallow, experts (paper)" in text
+    assert transfer.run([*common, "--multitask=impala_deep_multitask", "--name=../escape"]) == 1
+    assert "--name must be a file stem" in capsys.readouterr().err
