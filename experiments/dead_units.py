@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
+# impala_tf.evaluate imports the training flags: --logdir and --seed are theirs.
 from impala_tf import agent, checkpoints, rundir
-from impala_tf.evaluate import (
-    evaluation_spec,
-)  # defines the training flags too: --logdir and --seed are theirs
+from impala_tf.evaluate import evaluation_spec
 
 FLAGS = flags.FLAGS
 _CHAINS = {"shallow": ("conv1", "conv2", "flatten", "fc"), "minatar": ("conv", "flatten", "fc")}
@@ -107,6 +106,9 @@ def main(argv: list[str]) -> int:
     del argv
     if not FLAGS.logdir:
         print("error: --logdir=RUN_DIR is required", file=sys.stderr)
+        return 1
+    if FLAGS.frames < 1:
+        print(f"error: --frames must be >= 1, got {FLAGS.frames}", file=sys.stderr)
         return 1
     return _main(Path(FLAGS.logdir), FLAGS.frames, FLAGS.seed)
 
