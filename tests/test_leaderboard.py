@@ -275,18 +275,19 @@ def test_a_breakout_run_gets_the_published_small_budget_points_and_other_boards_
     assert "## Published points for orientation" in text
     assert "| breakout | RLlib IMPALA | 10M | 72 | no sticky actions;" in text
     assert "| breakout | PPO | 40M | 274.8 |" in text
+    assert "| qbert | RLlib IMPALA | 10M | 850 |" in text  # the run's other game has points too
     assert "| pong |" not in text.split("## Published points")[1]  # pong was not played
     assert "training-episode returns" in text.lower() and "not comparable rows" in text
     report = (tmp_path / "board_breakout" / "report.html").read_text()
     assert "Published points" in report and "<td>RLlib IMPALA</td>" in report
 
-    qbert = make_run(tmp_path / "qbert", "mine", 1, {"qbert": [200.0]})
-    # Not on a board without breakout or pong, nor beside sticky-action (machado) runs, nor on MinAtar's
-    # breakout, nor on a board of reference rows only (they cover breakout and pong).
+    seaquest = make_run(tmp_path / "seaquest", "mine", 1, {"seaquest": [200.0]})
+    # Not on a board whose games have no published points, nor beside sticky-action (machado) runs, nor on
+    # MinAtar's breakout, nor on a board of reference rows only.
     machado = make_run(tmp_path / "machado", "sticky", 1, {"breakout": [10.0]}, protocol="machado")
     minatar = make_run(tmp_path / "minatar", "mini", 1, {"breakout": [10.0]}, protocol="minatar")
     for name, args in (
-        ("qbert", [f"--runs={qbert}"]),
+        ("seaquest", [f"--runs={seaquest}"]),
         ("machado", [f"--runs={machado}"]),
         ("minatar", ["--suite=minatar", f"--runs={minatar}"]),
         ("reference_only", ["--reference=impala_paper,machado_repro"]),
