@@ -100,41 +100,35 @@ def _minatar_experts() -> list[Run]:
     ]
 
 
-def _minatar_multitask() -> list[Run]:
+def _multitask_runs(flags: tuple[str, ...], agent: str) -> list[Run]:
     """One agent on the five MinAtar games, 5M frames per game (25M in all), 3 seeds."""
     return [
         Run(
             f"multitask_s{seed}",
             "minatar",
-            (f"--seed={seed}", *_MINATAR_V1),
+            (f"--seed={seed}", *flags),
             25_000_000,
             backend="minatar",
             network="minatar",
             eval_episodes=100,
             episode_stride=10,
-            agent="impala_tf_minatar_multitask",
+            agent=agent,
         )
         for seed in (1, 2, 3)
     ]
+
+
+def _minatar_multitask() -> list[Run]:
+    """The multi-task agent with the suite's defaults when it was first run (λ = 1, batches of 32), pinned."""
+    return _multitask_runs(_MINATAR_V1, "impala_tf_minatar_multitask")
 
 
 def _minatar_multitask_batch8() -> list[Run]:
     """The multi-task agent at the suite's defaults since the sweep (V-trace λ = 0.5, batches of 8), pinned; its
-    experts are the sweep's `lambda0.5_batch8_<game>_s<seed>` runs. 5M frames per game, 3 seeds."""
-    return [
-        Run(
-            f"multitask_s{seed}",
-            "minatar",
-            (f"--seed={seed}", "--vtrace_lambda=0.5", "--batch_size=8"),
-            25_000_000,
-            backend="minatar",
-            network="minatar",
-            eval_episodes=100,
-            episode_stride=10,
-            agent="impala_tf_minatar_multitask_lambda0.5_batch8",
-        )
-        for seed in (1, 2, 3)
-    ]
+    experts are the sweep's `lambda0.5_batch8_<game>_s<seed>` runs."""
+    return _multitask_runs(
+        ("--vtrace_lambda=0.5", "--batch_size=8"), "impala_tf_minatar_multitask_lambda0.5_batch8"
+    )
 
 
 def _ablation() -> list[Run]:
