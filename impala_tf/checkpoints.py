@@ -74,8 +74,8 @@ class RunCheckpoints:
                 leftover.unlink(missing_ok=True)
 
 
-def restore_network(directory: str | Path, network: tf.Module) -> tuple[str, int]:
-    """Restores `network` (only) from the newest readable checkpoint in `directory`.
+def restore_network(directory: str | Path, network: tf.Module, path: str | None = None) -> tuple[str, int]:
+    """Restores `network` (only) from the newest readable checkpoint in `directory`, or from `path`, one of them.
 
     Returns (checkpoint path, frames trained). The network's variables are tracked through the learner that
     owns them, so a throw-away Learner around `network` reads the checkpoint; its optimiser state is dropped.
@@ -86,9 +86,16 @@ def restore_network(directory: str | Path, network: tf.Module) -> tuple[str, int
     holder = learner_lib.Learner(
         network, LossConfig(), learner_lib.OptimizerConfig(), total_frames=1, xla=False
     )
-    path = _restore_newest(Path(directory), tf.train.Checkpoint(learner=holder), partial=True)
+    checkpoint = tf.train.Checkpoint(learner=holder)
     if path is None:
-        raise CheckpointError(f"no checkpoint in {directory}")
+        path = _restore_newest(Path(directory), checkpoint, partial=True)
+        if path is None:
+            raise CheckpointError(f"no checkpoint in {directory}")
+    else:
+        try:
+            checkpoint.restore(path).expect_partial().assert_existing_objects_matched()
+        except Exception as error:  # unreadable or not this network's: one line, as for the newest
+            raise CheckpointError(f"cannot read checkpoint {path}: {_first_line(error)}") from None
     return path, int(holder.num_frames.numpy())
 
 

@@ -177,6 +177,11 @@ flags.DEFINE_enum(
 
 # Logging and checkpoints.
 flags.DEFINE_integer("checkpoint_every_secs", 600, "Seconds between checkpoints (and one at exit).")
+flags.DEFINE_integer(
+    "keep_checkpoints",
+    3,
+    "Checkpoints kept, newest first (more for a run's history, e.g. `experiments.dead_units --all_checkpoints`).",
+)
 flags.DEFINE_integer("progress_every_secs", 10, "Seconds between progress lines and summaries.")
 
 # Ray.
@@ -198,6 +203,7 @@ POSITIVE_INTS = (
     "batch_size",
     "eval_episodes",
     "param_refresh_unrolls",
+    "keep_checkpoints",
 )
 
 

@@ -159,7 +159,9 @@ class Trainer:
             probe.unlink()
         except OSError as error:
             raise UserError(f"cannot write to --logdir={self.logdir}: {error.strerror}") from None
-        self.checkpoints = checkpoints.RunCheckpoints(self.logdir / "checkpoints", self.learner)
+        self.checkpoints = checkpoints.RunCheckpoints(
+            self.logdir / "checkpoints", self.learner, max_to_keep=FLAGS.keep_checkpoints
+        )
         self.stop = threading.Event()  # set by signals, a fatal actor error, or whoever embeds the trainer
         self.stop_signal: int | None = None  # the signal that stopped the run, if one did
 
