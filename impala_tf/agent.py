@@ -33,6 +33,7 @@ class RunSpec:
     reward_scale: tuple[tuple[str, float], ...] = ()  # (game, factor) pairs; see --reward_scale
     param_refresh_unrolls: int = 1  # actors fetch parameters every K-th unroll (deliberate staleness)
     synchronous: bool = False  # on-policy (batched A2C): each unroll waits for the learner's next parameters
+    initializer: str = "glorot"  # networks.INITIALIZERS
 
     @property
     def num_tasks(self) -> int:
@@ -60,6 +61,7 @@ class RunSpec:
             use_lstm=self.use_lstm,
             num_actions=num_actions,
             num_value_heads=self.num_tasks if self.popart else 1,
+            initializer=self.initializer,
         )
 
 
@@ -84,6 +86,7 @@ def run_spec_from_flags(suite: Any, f: Mapping[str, Any]) -> RunSpec:
         reward_scale=tuple(config.parse_reward_scales(f.get("reward_scale") or []).items()),
         param_refresh_unrolls=f.get("param_refresh_unrolls", 1),
         synchronous=f.get("synchronous", False),
+        initializer=f.get("initializer", "glorot"),  # runs from before the flag existed: Keras' default
     )
 
 

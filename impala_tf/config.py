@@ -101,6 +101,13 @@ flags.DEFINE_enum(
     list(networks.TORSOS),
     "Torso: the paper's shallow CNN or deep ResNet, or the MinAtar paper's conv 3x3 x16 -> FC 128.",
 )
+flags.DEFINE_enum(
+    "initializer",
+    "glorot",
+    list(networks.INITIALIZERS),
+    "Weight initialisation: Keras' Glorot-uniform, or orthogonal (gain sqrt(2); policy head 0.01, value head 1) as "
+    "OpenAI baselines and CleanRL.",
+)
 flags.DEFINE_bool(
     "use_lstm", False, "Add the LSTM-256 core (ResNet-LSTM); the paper's Atari agents had none."
 )

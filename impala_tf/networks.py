@@ -16,6 +16,11 @@ Two torsos, an optional LSTM core and two heads:
 Every convolution uses "SAME" padding, as the paper's released code does; this also lets both torsos run on
 small frames (MinAtar 10x10, Catch).
 
+Initialisation (`initializer`): "glorot" is Keras' default (Glorot-uniform kernels, zero biases) for every layer;
+"orthogonal" is the convention of OpenAI baselines' A2C/PPO and CleanRL (orthogonal kernels with gain sqrt(2)
+before ReLUs, 0.01 for the policy head so that the first policy is near-uniform, 1 for the value head; zero
+biases). For the shallow torso the orthogonal first layer is 2.25x Glorot's scale.
+
 Two entry points share one forward pass, so they agree by construction:
   `step`    batch-major, one step of B environments (acting);
   `unroll`  time-major `[T+1, B, ...]` (learning): the torso sees all (T+1)*B frames as one batch and only the
@@ -50,10 +55,15 @@ class NetworkConfig:
     lstm_size: int = 256
     num_value_heads: int = 1
     hidden_size: int | None = None  # width of the torso's final FC layer; None: 128 for minatar, else 256
+    initializer: str = "glorot"
 
     def __post_init__(self):
         if self.torso not in TORSOS:
             raise ValueError(f"Unknown torso {self.torso!r}; valid choices: {', '.join(TORSOS)}.")
+        if self.initializer not in INITIALIZERS:
+            raise ValueError(
+                f"Unknown initializer {self.initializer!r}; valid choices: {', '.join(INITIALIZERS)}."
+            )
         if self.num_actions < 1:
             raise ValueError(f"num_actions must be >= 1, got {self.num_actions}.")
         if self.num_value_heads < 1:
@@ -66,6 +76,17 @@ class NetworkConfig:
             raise ValueError(f"lstm_size must be >= 1 when use_lstm, got {self.lstm_size}.")
 
 
+INITIALIZERS = ("glorot", "orthogonal")  # the --initializer choices
+_RELU_GAIN = float(np.sqrt(2.0))
+
+
+def _kernel(initializer: str, gain: float = _RELU_GAIN) -> keras.initializers.Initializer:
+    """A fresh kernel initializer per layer (Keras warns when one instance initialises several)."""
+    if initializer == "orthogonal":
+        return keras.initializers.Orthogonal(gain=gain)
+    return keras.initializers.GlorotUniform()
+
+
 class AgentOutput(NamedTuple):
     policy_logits: tf.Tensor  # float32 [..., A]
     baseline: tf.Tensor  # float32 [...]
@@ -74,12 +95,17 @@ class AgentOutput(NamedTuple):
 class ShallowTorso(keras.layers.Layer):
     """[N, H, W, C] float -> [N, hidden_size]."""
 
-    def __init__(self, hidden_size: int = 256, **kwargs):
+    def __init__(self, hidden_size: int = 256, initializer: str = "glorot", **kwargs):
         super().__init__(**kwargs)
-        self.conv1 = keras.layers.Conv2D(16, 8, strides=4, padding="same", activation="relu")
-        self.conv2 = keras.layers.Conv2D(32, 4, strides=2, padding="same", activation="relu")
+        init = lambda: _kernel(initializer)  # noqa: E731
+        self.conv1 = keras.layers.Conv2D(
+            16, 8, strides=4, padding="same", activation="relu", kernel_initializer=init()
+        )
+        self.conv2 = keras.layers.Conv2D(
+            32, 4, strides=2, padding="same", activation="relu", kernel_initializer=init()
+        )
         self.flatten = keras.layers.Flatten()
-        self.fc = keras.layers.Dense(hidden_size, activation="relu")
+        self.fc = keras.layers.Dense(hidden_size, activation="relu", kernel_initializer=init())
 
     def call(self, frames: tf.Tensor) -> tf.Tensor:
         return self.fc(self.flatten(self.conv2(self.conv1(frames))))
@@ -88,11 +114,14 @@ class ShallowTorso(keras.layers.Layer):
 class MinAtarTorso(keras.layers.Layer):
     """The MinAtar paper's torso (Young & Tian 2019, section 4). [N, H, W, C] float -> [N, hidden_size]."""
 
-    def __init__(self, hidden_size: int = 128, **kwargs):
+    def __init__(self, hidden_size: int = 128, initializer: str = "glorot", **kwargs):
         super().__init__(**kwargs)
-        self.conv = keras.layers.Conv2D(16, 3, strides=1, padding="valid", activation="relu")
+        init = lambda: _kernel(initializer)  # noqa: E731
+        self.conv = keras.layers.Conv2D(
+            16, 3, strides=1, padding="valid", activation="relu", kernel_initializer=init()
+        )
         self.flatten = keras.layers.Flatten()
-        self.fc = keras.layers.Dense(hidden_size, activation="relu")
+        self.fc = keras.layers.Dense(hidden_size, activation="relu", kernel_initializer=init())
 
     def call(self, frames: tf.Tensor) -> tf.Tensor:
         return self.fc(self.flatten(self.conv(frames)))
@@ -101,10 +130,10 @@ class MinAtarTorso(keras.layers.Layer):
 class ResidualBlock(keras.layers.Layer):
     """x + conv(relu(conv(relu(x)))), channels preserved."""
 
-    def __init__(self, channels: int, **kwargs):
+    def __init__(self, channels: int, initializer: str = "glorot", **kwargs):
         super().__init__(**kwargs)
-        self.conv1 = keras.layers.Conv2D(channels, 3, padding="same")
-        self.conv2 = keras.layers.Conv2D(channels, 3, padding="same")
+        self.conv1 = keras.layers.Conv2D(channels, 3, padding="same", kernel_initializer=_kernel(initializer))
+        self.conv2 = keras.layers.Conv2D(channels, 3, padding="same", kernel_initializer=_kernel(initializer))
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
         return x + self.conv2(tf.nn.relu(self.conv1(tf.nn.relu(x))))
@@ -113,15 +142,24 @@ class ResidualBlock(keras.layers.Layer):
 class DeepTorso(keras.layers.Layer):
     """The 15-layer residual torso. [N, H, W, C] float -> [N, hidden_size]."""
 
-    def __init__(self, hidden_size: int = 256, channels: tuple[int, ...] = (16, 32, 32), **kwargs):
+    def __init__(
+        self,
+        hidden_size: int = 256,
+        initializer: str = "glorot",
+        channels: tuple[int, ...] = (16, 32, 32),
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.sections = []
         for num_channels in channels:
-            conv = keras.layers.Conv2D(num_channels, 3, padding="same")
+            conv = keras.layers.Conv2D(
+                num_channels, 3, padding="same", kernel_initializer=_kernel(initializer)
+            )
             pool = keras.layers.MaxPooling2D(pool_size=3, strides=2, padding="same")
-            self.sections.append((conv, pool, ResidualBlock(num_channels), ResidualBlock(num_channels)))
+            blocks = [ResidualBlock(num_channels, initializer) for _ in range(2)]
+            self.sections.append((conv, pool, *blocks))
         self.flatten = keras.layers.Flatten()
-        self.fc = keras.layers.Dense(hidden_size, activation="relu")
+        self.fc = keras.layers.Dense(hidden_size, activation="relu", kernel_initializer=_kernel(initializer))
 
     def call(self, frames: tf.Tensor) -> tf.Tensor:
         x = frames
@@ -140,10 +178,14 @@ class ImpalaNetwork(keras.layers.Layer):
     def __init__(self, config: NetworkConfig, legal_action_mask: np.ndarray | None = None, **kwargs):
         super().__init__(**kwargs)
         self.config = config
-        self.torso = _TORSO_CLASSES[config.torso](config.hidden_size)
+        self.torso = _TORSO_CLASSES[config.torso](config.hidden_size, config.initializer)
         self.core = keras.layers.LSTMCell(config.lstm_size) if config.use_lstm else None
-        self.policy_head = keras.layers.Dense(config.num_actions)
-        self.value_head = keras.layers.Dense(config.num_value_heads)
+        self.policy_head = keras.layers.Dense(
+            config.num_actions, kernel_initializer=_kernel(config.initializer, gain=0.01)
+        )
+        self.value_head = keras.layers.Dense(
+            config.num_value_heads, kernel_initializer=_kernel(config.initializer, gain=1.0)
+        )
         if legal_action_mask is None:
             self._legal_action_mask = None
         else:

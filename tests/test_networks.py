@@ -251,3 +251,26 @@ def test_previous_reward_input_is_clipped_to_plus_minus_one_whatever_the_loss_cl
 
     np.testing.assert_array_equal(logits([5.0, -40.0]), logits([1.0, -1.0]))
     assert not np.array_equal(logits([0.5, -0.5]), logits([1.0, -1.0]))
+
+
+@pytest.mark.parametrize("torso", ["shallow", "minatar", "deep"])
+def test_orthogonal_initializer_gives_orthogonal_kernels_with_the_baselines_gains(torso):
+    config = NetworkConfig(num_actions=6, torso=torso, initializer="orthogonal")
+    network = make_network(config, (84, 84, 4) if torso != "minatar" else (10, 10, 4))
+
+    def gram(kernel):  # columns are output units: K^T K = gain^2 I when there are fewer outputs than inputs
+        matrix = kernel.numpy().reshape(-1, kernel.shape[-1])
+        return matrix.T @ matrix
+
+    relu_kernels = [v for v in network.torso.trainable_variables if "kernel" in v.path]
+    assert relu_kernels
+    for kernel in relu_kernels:
+        np.testing.assert_allclose(gram(kernel), 2.0 * np.eye(kernel.shape[-1]), atol=1e-4)
+    np.testing.assert_allclose(gram(network.policy_head.kernel), 1e-4 * np.eye(6), atol=1e-8)
+    np.testing.assert_allclose(gram(network.value_head.kernel), [[1.0]], atol=1e-5)
+    assert all(not np.any(v.numpy()) for v in network.trainable_variables if "bias" in v.path)
+
+
+def test_unknown_initializer_is_a_value_error_naming_the_choices():
+    with pytest.raises(ValueError, match="glorot, orthogonal"):
+        NetworkConfig(num_actions=4, initializer="he")
