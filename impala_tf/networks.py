@@ -97,15 +97,14 @@ class ShallowTorso(keras.layers.Layer):
 
     def __init__(self, hidden_size: int = 256, initializer: str = "glorot", **kwargs):
         super().__init__(**kwargs)
-        init = lambda: _kernel(initializer)  # noqa: E731
         self.conv1 = keras.layers.Conv2D(
-            16, 8, strides=4, padding="same", activation="relu", kernel_initializer=init()
+            16, 8, strides=4, padding="same", activation="relu", kernel_initializer=_kernel(initializer)
         )
         self.conv2 = keras.layers.Conv2D(
-            32, 4, strides=2, padding="same", activation="relu", kernel_initializer=init()
+            32, 4, strides=2, padding="same", activation="relu", kernel_initializer=_kernel(initializer)
         )
         self.flatten = keras.layers.Flatten()
-        self.fc = keras.layers.Dense(hidden_size, activation="relu", kernel_initializer=init())
+        self.fc = keras.layers.Dense(hidden_size, activation="relu", kernel_initializer=_kernel(initializer))
 
     def call(self, frames: tf.Tensor) -> tf.Tensor:
         return self.fc(self.flatten(self.conv2(self.conv1(frames))))
@@ -116,12 +115,11 @@ class MinAtarTorso(keras.layers.Layer):
 
     def __init__(self, hidden_size: int = 128, initializer: str = "glorot", **kwargs):
         super().__init__(**kwargs)
-        init = lambda: _kernel(initializer)  # noqa: E731
         self.conv = keras.layers.Conv2D(
-            16, 3, strides=1, padding="valid", activation="relu", kernel_initializer=init()
+            16, 3, strides=1, padding="valid", activation="relu", kernel_initializer=_kernel(initializer)
         )
         self.flatten = keras.layers.Flatten()
-        self.fc = keras.layers.Dense(hidden_size, activation="relu", kernel_initializer=init())
+        self.fc = keras.layers.Dense(hidden_size, activation="relu", kernel_initializer=_kernel(initializer))
 
     def call(self, frames: tf.Tensor) -> tf.Tensor:
         return self.fc(self.flatten(self.conv(frames)))
