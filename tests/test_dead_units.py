@@ -68,7 +68,9 @@ def test_history_prints_one_row_per_kept_checkpoint_and_sees_a_unit_die(tmp_path
     lines = capsys.readouterr().out.splitlines()
     header = [cell.strip() for cell in next(line for line in lines if line.startswith("| frames")).split("|")]
     rows = [
-        [cell.strip() for cell in line.split("|")] for line in lines if line.startswith("| ") and line[2].isdigit()
+        [cell.strip() for cell in line.split("|")]
+        for line in lines
+        if line.startswith("| ") and line[2].isdigit()
     ]
     assert [row[1] for row in rows] == ["4,321", "9,000"]
     fc_alive = [float(row[header.index("fc alive")]) for row in rows]
