@@ -10,16 +10,22 @@ from impala_tf.evaluate import evaluation_spec
 from impala_tf.losses import LossConfig
 
 
-def test_layer_activity_counts_units_that_fire_on_any_frame(tmp_path, untrained_run):
+def _untrained_network(tmp_path, untrained_run):
+    """(run dir, its evaluation spec, a freshly built network of that spec) for a MinAtar breakout run."""
     run = untrained_run(tmp_path, "minatar", ["breakout"], use_lstm=False)
     spec = evaluation_spec(rundir.load_config(run), run / "config.json")
+    env = agent.make_env(spec, [0], 3)
+    network = agent.make_network(spec, env)
+    env.close()
+    return run, spec, network
+
+
+def test_layer_activity_counts_units_that_fire_on_any_frame(tmp_path, untrained_run):
+    _, spec, network = _untrained_network(tmp_path, untrained_run)
     torso_name = spec.network_config(1).torso
     observations = dead_units.random_observations(spec, 100, seed=3)
     assert observations.shape[0] == 100 and observations.dtype == np.uint8
 
-    env = agent.make_env(spec, [0], 3)
-    network = agent.make_network(spec, env)
-    env.close()
     rows = dead_units.layer_activity(network.torso, torso_name, observations)
     assert [row.layer for row in rows] == [
         name for name in dead_units._CHAINS[torso_name] if name != "flatten"
@@ -47,11 +53,7 @@ def test_binary_prints_the_table_and_refuses_bad_input_in_one_line(tmp_path, unt
 
 
 def test_history_prints_one_row_per_kept_checkpoint_and_sees_a_unit_die(tmp_path, untrained_run, capsys):
-    run = untrained_run(tmp_path, "minatar", ["breakout"], use_lstm=False)
-    spec = evaluation_spec(rundir.load_config(run), run / "config.json")
-    env = agent.make_env(spec, [0], 3)
-    network = agent.make_network(spec, env)
-    env.close()
+    run, spec, network = _untrained_network(tmp_path, untrained_run)
     checkpoints.restore_network(run / "checkpoints", network)
     learner = learner_lib.Learner(
         network, LossConfig(), learner_lib.OptimizerConfig(), total_frames=1, xla=False
@@ -78,11 +80,7 @@ def test_history_prints_one_row_per_kept_checkpoint_and_sees_a_unit_die(tmp_path
 
 
 def test_negative_value_share_counts_live_units_only(tmp_path, untrained_run):
-    run = untrained_run(tmp_path, "minatar", ["breakout"], use_lstm=False)
-    spec = evaluation_spec(rundir.load_config(run), run / "config.json")
-    env = agent.make_env(spec, [0], 3)
-    network = agent.make_network(spec, env)
-    env.close()
+    _, spec, network = _untrained_network(tmp_path, untrained_run)
     observations = dead_units.random_observations(spec, 100, seed=3)
     kernel = network.value_kernel.numpy()
     kernel[:, 0] = np.where(np.arange(len(kernel)) % 2, -1.0, 1.0)  # odd units negative
@@ -95,11 +93,7 @@ def test_negative_value_share_counts_live_units_only(tmp_path, untrained_run):
 
 
 def test_restoring_a_named_checkpoint_that_does_not_exist_is_one_line(tmp_path, untrained_run):
-    run = untrained_run(tmp_path, "minatar", ["breakout"], use_lstm=False)
-    spec = evaluation_spec(rundir.load_config(run), run / "config.json")
-    env = agent.make_env(spec, [0], 3)
-    network = agent.make_network(spec, env)
-    env.close()
+    run, spec, network = _untrained_network(tmp_path, untrained_run)
     with pytest.raises(checkpoints.CheckpointError, match="cannot read checkpoint") as error:
         checkpoints.restore_network(run / "checkpoints", network, str(run / "checkpoints" / "ckpt-99"))
     assert "\n" not in str(error.value)
