@@ -3,8 +3,8 @@
   python -m experiments.dead_units --logdir=RUN_DIR [--frames=800] [--seed=3] [--all_checkpoints]
 
 Plays `--frames` observations of uniformly random play in the run's first game (one environment per 100 frames,
-every third step kept) and runs the torso of the run's newest checkpoint, and of a freshly initialised network of
-the same configuration, over them. Per ReLU layer: the fraction of channels (conv) or units (dense) active on at
+every third step kept) and runs the torso of the run's newest checkpoint, and of the run's initialisation (the same
+configuration and seed; runs trained before the trainer seeded Keras started from other weights), over them. Per ReLU layer: the fraction of channels (conv) or units (dense) active on at
 least one frame and position, the mean fraction of activations above zero, and the frame spread (the mean over
 units and positions of the activation's standard deviation over frames: 0 when the layer's output is the same on
 every frame). For the last layer also the share of its live units whose value-head weight is negative: when a
@@ -21,6 +21,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 from absl import app, flags
 
@@ -119,7 +120,8 @@ def _main(run: Path, frames: int, seed: int, all_checkpoints: bool = False) -> i
         return 1
     observations = random_observations(spec, frames, seed)
     probe = agent.make_env(spec, [0], seed)
-    trained, fresh = agent.make_network(spec, probe), agent.make_network(spec, probe)
+    keras.utils.set_random_seed(spec.seed)  # as the trainer seeds it: `fresh` is the run's own initialisation
+    fresh, trained = agent.make_network(spec, probe), agent.make_network(spec, probe)
     probe.close()
     print(f"{run}: {len(observations)} frames of random play in {spec.suite.games[0]}")
     try:

@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import keras
 import tensorflow as tf
 from absl import app, flags
 
@@ -115,7 +116,9 @@ class Trainer:
             ),
             explicit=bool(FLAGS.intra_op_threads),
         )
-        tf.random.set_seed(self.spec.seed)
+        # Keras 3's initialisers draw from a generator that tf.random.set_seed does not reach: without this the
+        # same --seed gave different initial weights on every run.
+        keras.utils.set_random_seed(self.spec.seed)
         # One probe environment gives the specs; the network and learner follow from them.
         try:
             probe_env = agent.make_env(self.spec, [0], self.spec.seed)

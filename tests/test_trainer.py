@@ -260,3 +260,17 @@ def test_every_numeric_training_flag_is_rejected_at_its_definition_or_accepted_b
     assert all(value == 0 for _, value in accepted), sorted(
         accepted
     )  # only "0 = off / auto / default" passes
+
+
+def test_equal_seeds_give_equal_initial_weights_and_other_seeds_differ(tmp_path):
+    def initial_weights(seed: int) -> list[np.ndarray]:
+        if not FLAGS.is_parsed():
+            FLAGS.mark_as_parsed()
+        logdir = tmp_path / f"seed{seed}_{len(list(tmp_path.iterdir()))}"
+        with flagsaver.flagsaver(suite="catch", logdir=str(logdir), seed=seed, **CATCH_FLAGS):
+            run = trainer.Trainer(get_suite("catch"), str(logdir))
+            return [v.numpy() for v in run.learner.network.trainable_variables]
+
+    first, again, other = initial_weights(1), initial_weights(1), initial_weights(2)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not any(np.array_equal(a, b) for a, b in zip(first, other) if a.std() > 0)
