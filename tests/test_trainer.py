@@ -272,5 +272,5 @@ def test_equal_seeds_give_equal_initial_weights_and_other_seeds_differ(tmp_path)
             return [v.numpy() for v in run.learner.network.trainable_variables]
 
     first, again, other = initial_weights(1), initial_weights(1), initial_weights(2)
-    assert all(np.array_equal(a, b) for a, b in zip(first, again))
-    assert not any(np.array_equal(a, b) for a, b in zip(first, other) if a.std() > 0)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not any(np.array_equal(a, b) for a, b in zip(first, other, strict=True) if a.std() > 0)
