@@ -345,16 +345,18 @@ def run_spec_from_flags(suite: Any) -> agent.RunSpec:
     return agent.run_spec_from_flags(suite, flag_values_dict())
 
 
-def loss_config_from_flags() -> LossConfig:
+def loss_config_from_flags(f: dict[str, Any] | None = None) -> LossConfig:
+    """The loss of the parsed flags, or of a run's recorded ones (config.json's "flags")."""
+    f = FLAGS.flag_values_dict() if f is None else f
     return LossConfig(
-        discount=FLAGS.discount,
-        baseline_cost=FLAGS.baseline_cost,
-        entropy_cost=FLAGS.entropy_cost,
-        reward_clipping=FLAGS.reward_clipping,
-        correction=FLAGS.correction,
-        clip_rho_threshold=FLAGS.clip_rho_threshold,
-        clip_pg_rho_threshold=FLAGS.clip_pg_rho_threshold,
-        vtrace_lambda=FLAGS.vtrace_lambda,
+        discount=f["discount"],
+        baseline_cost=f["baseline_cost"],
+        entropy_cost=f["entropy_cost"],
+        reward_clipping=f["reward_clipping"],
+        correction=f["correction"],
+        clip_rho_threshold=f["clip_rho_threshold"],
+        clip_pg_rho_threshold=f["clip_pg_rho_threshold"],
+        vtrace_lambda=f.get("vtrace_lambda", 1.0),  # runs from before the flag existed: the paper's
     )
 
 

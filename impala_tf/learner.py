@@ -121,7 +121,7 @@ def rmsprop_update(
     return -new_momentum_buffer, new_mean_square, new_momentum_buffer
 
 
-def _layer_name(variable: tf.Variable) -> str | None:
+def layer_name(variable: tf.Variable) -> str | None:
     """A short name for a kernel ("conv2d_1", "dense"), None for biases and LSTM recurrences."""
     path = getattr(variable, "path", None) or variable.name
     parts = path.replace(":0", "").split("/")
@@ -325,6 +325,12 @@ class Learner(tf.Module):
 
         return self._strategy.experimental_distribute_values_from_function(on_replica)
 
+    def loss(self, batch: Unroll) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        """(total loss, logs: pg_loss, baseline_loss, entropy_loss, ...) of a batch [T+1, B] at the current
+        parameters, without an update: for diagnostics that differentiate one term (experiments/loss_gradients)."""
+        total_loss, logs, _ = self._loss(batch)
+        return total_loss, logs
+
     def _loss(self, batch: Unroll) -> tuple[tf.Tensor, dict[str, tf.Tensor], tf.Tensor]:
         """Steps 1-2: (total loss, loss logs, mask [T, B]) of a batch [T+1, B]."""
         outputs, _ = self.network.unroll(
@@ -396,7 +402,7 @@ class Learner(tf.Module):
         the global update norm."""
         logs = {}
         for variable, delta in zip(self._trainable, deltas, strict=True):
-            name = _layer_name(variable)
+            name = layer_name(variable)
             if name is not None:
                 logs[f"update_ratio/{name}"] = tf.norm(delta) / tf.maximum(tf.norm(variable), 1e-12)
         denominators = [tf.sqrt(ms + self.optimizer_config.epsilon) for ms in self.mean_square]

@@ -82,6 +82,13 @@ def write_untrained_run(
         "seed": spec.seed,
         "xla": "off",
         "action_set": None,
+        # The loss the learner above has (LossConfig's defaults), as the trainer records it.
+        **{
+            name: getattr(LossConfig(), name)
+            for name in ("discount", "baseline_cost", "entropy_cost", "correction", "vtrace_lambda")
+        },
+        "clip_rho_threshold": 1.0,
+        "clip_pg_rho_threshold": 1.0,
     }
     if eval_episodes is not None:
         flag_values["eval_episodes"] = eval_episodes
