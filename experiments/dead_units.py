@@ -4,10 +4,10 @@
 
 Plays `--frames` observations of uniformly random play in the run's first game (one environment per 100 frames,
 every third step kept) and runs the torso of the run's newest checkpoint, and of the run's initialisation (the same
-configuration and seed; runs trained before the trainer seeded Keras started from other weights), over them. Per ReLU layer: the fraction of channels (conv) or units (dense) active on at
-least one frame and position, the mean fraction of activations above zero, and the frame spread (the mean over
-units and positions of the activation's standard deviation over frames: 0 when the layer's output is the same on
-every frame). For the last layer also the share of its live units whose value-head weight is negative: when a
+configuration and seed; runs trained before the trainer seeded Keras started from other weights), over them. Per
+ReLU layer: the fraction of channels (conv) or units (dense) active on at least one frame and position, the mean
+fraction of activations above zero, and the frame spread (the mean over units and positions of the activation's
+standard deviation over frames: 0 when the layer's output is the same on every frame). For the last layer also the share of its live units whose value-head weight is negative: when a
 game's returns are negative, V falls first by switching off the units that add to it.
 `--all_checkpoints` prints one row per kept checkpoint instead (train with `--keep_checkpoints` high and a short
 `--checkpoint_every_secs` to see when units die). A unit off on every frame gets no gradient and stays off while

@@ -85,10 +85,16 @@ def write_untrained_run(
         # The loss the learner above has (LossConfig's defaults), as the trainer records it.
         **{
             name: getattr(LossConfig(), name)
-            for name in ("discount", "baseline_cost", "entropy_cost", "correction", "vtrace_lambda")
+            for name in (
+                "discount",
+                "baseline_cost",
+                "entropy_cost",
+                "correction",
+                "clip_rho_threshold",
+                "clip_pg_rho_threshold",
+                "vtrace_lambda",
+            )
         },
-        "clip_rho_threshold": 1.0,
-        "clip_pg_rho_threshold": 1.0,
     }
     if eval_episodes is not None:
         flag_values["eval_episodes"] = eval_episodes
