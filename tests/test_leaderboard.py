@@ -565,13 +565,21 @@ def test_committed_atari57_leaderboard_matches_the_code(tmp_path):
 
 @pytest.mark.parametrize(
     "suite, runs",
-    [("atari5", "leaderboards/inputs/atari5/runs"), ("atari_tuning6", "leaderboards/inputs/atari_tuning6")],
+    [
+        ("atari5", "leaderboards/inputs/atari5/runs"),
+        ("atari_tuning6", "leaderboards/inputs/atari_tuning6,leaderboards/inputs/atari_tuning6_batch8"),
+    ],
 )
 def test_committed_atari_leaderboard_matches_its_committed_runs(tmp_path, suite, runs):
     committed = REPO / "leaderboards" / suite
     assert (
         leaderboard.run(
-            ["leaderboard", f"--suite={suite}", f"--runs={REPO / runs}", f"--out={tmp_path / suite}"]
+            [
+                "leaderboard",
+                f"--suite={suite}",
+                f"--runs={','.join(str(REPO / path) for path in runs.split(','))}",
+                f"--out={tmp_path / suite}",
+            ]
         )
         == 0
     )
