@@ -3,7 +3,7 @@
   python -m experiments.loss_gradients --logdir=RUN_DIR [--checkpoint=PATH] [--batches=4] [--seed=3]
 
 Acts with the run's network (the newest checkpoint, `--checkpoint`, or `--checkpoint=init` for the run's own
-initialisation) in 8 environments of the run's first game for `--batches` batches of 8 unrolls, and differentiates
+initialisation) in 8 environments of the run's games for `--batches` batches of 8 unrolls, and differentiates
 each summed term of the run's loss (`Learner.loss`, the learner's own time shift and correction) with respect to
 every kernel. Per kernel and term:
 
@@ -133,7 +133,8 @@ def _main(run: Path, checkpoint: str | None, batches: int, seed: int) -> int:
                 per_term[term].append([g.numpy() for g in gradients[term]])
     finally:
         actor.env.close()
-    print(f"{run}: {label}, {batches} batches of {NUM_ENVS} unrolls of {spec.suite.games[0]}")
+    games = ", ".join(sorted({spec.suite.games[task] for task in spec.task_ids(0)}))
+    print(f"{run}: {label}, {batches} batches of {NUM_ENVS} unrolls of {games}")
     print("| kernel | term | gradient norm | coherence | steady units |")
     print("|---|---|---:|---:|---:|")
     for k, kernel in enumerate(_kernel_names(network)):
