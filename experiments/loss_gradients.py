@@ -70,9 +70,14 @@ def profile(kernel: str, term: str, gradients: list[np.ndarray]) -> TermProfile:
     return TermProfile(kernel, term, float(norm), float(coherence), float(steady))
 
 
+def _kernels(network) -> list:
+    """The network's kernels (4-D conv and 2-D dense weights; biases have one axis), in their order."""
+    return [v for v in network.trainable_variables if len(v.shape) >= 2]
+
+
 def term_gradients(learner, batch) -> dict[str, list[tf.Tensor]]:
-    """Each loss term's gradients with respect to the learner's kernels (4-D or 2-D variables), in their order."""
-    kernels = [v for v in learner.network.trainable_variables if len(v.shape) >= 2]
+    """Each loss term's gradients with respect to the learner's kernels, in `_kernels`' order."""
+    kernels = _kernels(learner.network)
     with tf.GradientTape(persistent=True) as tape:
         _, logs = learner.loss(batch)
     gradients = {}
@@ -85,7 +90,7 @@ def term_gradients(learner, batch) -> dict[str, list[tf.Tensor]]:
 
 
 def _kernel_names(network) -> list[str]:
-    return [learner_lib.layer_name(v) or v.name for v in network.trainable_variables if len(v.shape) >= 2]
+    return [learner_lib.layer_name(v) or v.name for v in _kernels(network)]
 
 
 def _main(run: Path, checkpoint: str | None, batches: int, seed: int) -> int:
