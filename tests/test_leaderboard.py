@@ -142,6 +142,21 @@ def test_mixed_protocols_and_frame_budgets_get_a_warning_column(tmp_path, capsys
     assert "⚠ protocol impala ≠ machado" in paper_row and "frames 200M ≠ 50M" in paper_row
 
 
+def test_budget_baseline_is_the_most_common_budget_counting_near_equal_budgets_as_one(tmp_path, capsys):
+    rows = [
+        ["a", "breakout", 30.0, 10_000_640],
+        ["b", "breakout", 40.0, 10_001_280],
+        ["c", "breakout", 50.0, 15_000_000],
+    ]
+    scores = write_csv(tmp_path / "s.csv", ["agent", "game", "score", "frames"], rows)
+    code, _, err = run_cli(capsys, f"--scores={scores}", f"--out={tmp_path / 'b'}")
+    assert code == 0, err
+    lines = (tmp_path / "b" / "README.md").read_text().splitlines()
+    assert "frames 15M ≠ 10M" in next(line for line in lines if "| c |" in line)
+    for agent in ("a", "b"):
+        assert "frames" not in next(line for line in lines if f"| {agent} |" in line).split("⚠")[-1]
+
+
 def test_unspecified_protocol_is_flagged_on_its_own_row(tmp_path, capsys):
     scores = write_csv(tmp_path / "plain.csv", ["game", "score"], [["pong", 0.0]])
     code, _, _ = run_cli(capsys, f"--scores={scores}", f"--out={tmp_path / 'b'}")
@@ -567,7 +582,10 @@ def test_committed_atari57_leaderboard_matches_the_code(tmp_path):
     "suite, runs",
     [
         ("atari5", "leaderboards/inputs/atari5/runs"),
-        ("atari_tuning6", "leaderboards/inputs/atari_tuning6,leaderboards/inputs/atari_tuning6_batch8"),
+        (
+            "atari_tuning6",
+            "leaderboards/inputs/atari_tuning6,leaderboards/inputs/atari_tuning6_batch8,leaderboards/inputs/atari_tuning6_replay",
+        ),
     ],
 )
 def test_committed_atari_leaderboard_matches_its_committed_runs(tmp_path, suite, runs):

@@ -139,6 +139,16 @@ def _same_budget(a: float, b: float) -> bool:
     return abs(a - b) <= FRAMES_TOLERANCE * max(a, b)
 
 
+def _budget_classes(frames: Sequence[float]) -> list[float]:
+    """Each budget replaced by the first one seen within FRAMES_TOLERANCE of it, so that runs stopped a few
+    frames apart (10,000,640 and 10,001,280) count as one budget when the table's baseline is chosen."""
+    seen: list[float] = []
+    for f in frames:
+        if not any(_same_budget(f, s) for s in seen):
+            seen.append(f)
+    return [next(s for s in seen if _same_budget(f, s)) for f in frames]
+
+
 def _add_warnings(board: Leaderboard) -> None:
     """A visible warning on each row whose protocol, frame budget or coverage differs from the table's."""
     agents = board.agents
@@ -156,7 +166,7 @@ def _add_warnings(board: Leaderboard) -> None:
     mixed = any(not _same_budget(f, all_known[0]) for f in all_known) or 0 < len(all_known) < len(agents)
     if mixed:
         known = [a.frames for a in basis if a.frames is not None] or all_known
-        board.frames_baseline = _modal(known)
+        board.frames_baseline = _modal(_budget_classes(known))
         for a in agents:
             if a.frames is None:
                 a.warnings.append("frames unknown")
