@@ -143,10 +143,13 @@ def _budget_classes(frames: Sequence[float]) -> list[float]:
     """Each budget replaced by the first one seen within FRAMES_TOLERANCE of it, so that runs stopped a few
     frames apart (10,000,640 and 10,001,280) count as one budget when the table's baseline is chosen."""
     seen: list[float] = []
+    classes = []
     for f in frames:
-        if not any(_same_budget(f, s) for s in seen):
-            seen.append(f)
-    return [next(s for s in seen if _same_budget(f, s)) for f in frames]
+        match = next((s for s in seen if _same_budget(f, s)), None)
+        if match is None:
+            seen.append(match := f)
+        classes.append(match)
+    return classes
 
 
 def _add_warnings(board: Leaderboard) -> None:
