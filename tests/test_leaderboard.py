@@ -42,14 +42,21 @@ def hns_of(game: str, score: float) -> float:
     return 100.0 * (score - low) / (high - low)
 
 
-def make_run(path: Path, agent: str, seed: int, scores: dict[str, list[float]], protocol="impala") -> Path:
+def make_run(
+    path: Path,
+    agent: str,
+    seed: int,
+    scores: dict[str, list[float]],
+    protocol="impala",
+    trained_frames: int = 2_000_000,
+) -> Path:
     path.mkdir(parents=True)
     summary = {
         "agent": agent,
         "suite": "atari57",
         "protocol": protocol,
         "seed": seed,
-        "trained_frames": 2_000_000,
+        "trained_frames": trained_frames,
     }
     (path / "eval_summary.json").write_text(json.dumps(summary))
     (path / "config.json").write_text(json.dumps({"suite": "atari57", "games": sorted(scores)}))
@@ -155,6 +162,44 @@ def test_budget_baseline_is_the_most_common_budget_counting_near_equal_budgets_a
     assert "frames 15M ≠ 10M" in next(line for line in lines if "| c |" in line)
     for agent in ("a", "b"):
         assert "frames" not in next(line for line in lines if f"| {agent} |" in line).split("⚠")[-1]
+
+
+def test_an_agent_whose_games_had_different_budgets_shows_each_games_frames_and_seeds(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    # "mixed": breakout trained 10M frames (seed 1), pong 20M frames (seeds 1 and 2), one game per run.
+    make_run(runs / "m_b1", "mixed", 1, {"breakout": [30.0]}, trained_frames=10_000_000)
+    make_run(runs / "m_p1", "mixed", 1, {"pong": [0.0]}, trained_frames=20_000_000)
+    make_run(runs / "m_p2", "mixed", 2, {"pong": [2.0]}, trained_frames=20_000_000)
+    # "even": one run of two games, 10M frames each.
+    make_run(runs / "e1", "even", 1, {"breakout": [20.0], "pong": [-5.0]}, trained_frames=20_000_000)
+    out_dir = tmp_path / "board"
+    code, _, err = run_cli(capsys, f"--runs={runs}", "--reference=none", f"--out={out_dir}")
+    assert code == 0, err
+    lines = (out_dir / "README.md").read_text().splitlines()
+    header = [cell.strip() for cell in next(line for line in lines if line.startswith("| rank")).split("|")]
+
+    def shown(agent: str, column: str) -> str:
+        row = next(line for line in lines if f"| {agent} |" in line)
+        return [cell.strip() for cell in row.split("|")][header.index(column)]
+
+    assert shown("mixed", "frames/game") == "10M–20M"  # not the median of 10M and 20M
+    assert shown("mixed", "seeds") == "1–2 (2 in all)"
+    assert "frames 10M–20M ≠ 10M" in shown("mixed", "warning")
+    assert shown("even", "frames/game") == "10M" and shown("even", "seeds") == "1"
+    assert "frames" not in shown("even", "warning")
+    with open(out_dir / "per_game.csv") as f:
+        per_game = {(r["agent"], r["game"]): (r["frames"], r["seeds"]) for r in csv.DictReader(f)}
+    assert per_game[("mixed", "breakout")] == ("10000000", "1")
+    assert per_game[("mixed", "pong")] == ("20000000", "2")
+    assert per_game[("even", "pong")] == ("10000000", "1")
+    with open(out_dir / "aggregates.csv") as f:
+        by_agent = {r["agent"]: r for r in csv.DictReader(f)}
+    assert (by_agent["mixed"]["frames_per_game_min"], by_agent["mixed"]["frames_per_game_max"]) == (
+        "10000000",
+        "20000000",
+    )
+    per_game_md = (out_dir / "per_game.md").read_text()
+    assert "mixed (breakout 10M, pong 20M), even 10M." in per_game_md
 
 
 def test_unspecified_protocol_is_flagged_on_its_own_row(tmp_path, capsys):

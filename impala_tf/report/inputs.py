@@ -167,7 +167,8 @@ class AgentData:
     label: str = ""
     protocol: str | None = None
     protocol_where: str = ""
-    frames: list[float] = field(default_factory=list)  # frames per game, one entry per source row / run
+    # game -> frames trained on it, one entry per source row / run (games without a frame count are absent)
+    frames: dict[str, list[float]] = field(default_factory=dict)
     scores: dict[str, dict[int, float]] = field(default_factory=dict)  # game -> seed -> raw score
     where: dict[tuple[str, int], str] = field(default_factory=dict)
     eval_games: dict[tuple[str, int], int] = field(default_factory=dict)  # (game, seed) -> games averaged
@@ -223,7 +224,7 @@ class _Collector:
                     raise InputError(
                         f"{_where(path, row, 'frames')}: negative frame count {values['frames']!r}"
                     )
-                self.agent(name).frames.append(frames)
+                self.agent(name).frames.setdefault(game, []).append(frames)
             where = _where(path, row)
             protocol = _protocol(values.get("protocol"), f"{where}, column 'protocol'", self.suite.protocols)
             self.set_protocol(name, protocol, where)
@@ -280,8 +281,8 @@ class _Collector:
 
         self.set_protocol(name, protocol, f"{summary_path}, key 'protocol'")
         trained_games = _trained_games(run_dir) or len(per_game)
-        self.agent(name).frames.append(trained_frames / trained_games)
         for game, game_scores in per_game.items():
+            self.agent(name).frames.setdefault(game, []).append(trained_frames / trained_games)
             self.add(
                 name, game, seed, float(np.mean(game_scores)), _where(scores_path, first_row[game]), "task"
             )
@@ -394,7 +395,7 @@ def reference_agent_data(suite: SuiteInfo, sets: Sequence[str]) -> tuple[list[Ag
                     name=ref.agent,
                     label=ref.label,
                     protocol=ref.protocol,
-                    frames=[float(ref.frames_per_game)],
+                    frames={game: [float(ref.frames_per_game)] for game in games},
                     scores={game: {0: ref.scores[game]} for game in games},
                     is_reference=True,
                     source=ref.source,

@@ -26,8 +26,10 @@ from impala_tf.report.inputs import InputError
 from impala_tf.report.statistics import (
     AGGREGATE_LABELS,
     PUBLISHED_AGENTS,
+    AgentResult,
     Leaderboard,
     format_frames,
+    format_frames_range,
     published_label,
     published_points,
 )
@@ -56,6 +58,12 @@ def format_eval_games(counts: tuple[int, int] | None) -> str:
         return "—"
     low, high = counts
     return str(low) if low == high else f"{low}–{high}"
+
+
+def format_seeds(agent: AgentResult) -> str:
+    """Seeds behind the agent's scores: "3", or "1–2 (2 in all)" when its games have different seed counts."""
+    low, high = agent.seeds_range
+    return str(len(agent.seeds)) if low == high else f"{low}–{high} ({len(agent.seeds)} in all)"
 
 
 def _raw(value: float) -> str:
@@ -93,8 +101,8 @@ def aggregate_table(board: Leaderboard) -> Table:
         row += [
             "—" if a.games_above_human is None else str(a.games_above_human),
             f"{len(a.games)}/{len(board.suite.games)}",
-            format_frames(a.frames),
-            str(len(a.seeds)),
+            format_frames_range(a.frames_range),
+            format_seeds(a),
             format_eval_games(a.eval_games_range),
             a.protocol,
             "reference" if a.is_reference else "input",
@@ -137,6 +145,8 @@ def aggregates_csv(board: Leaderboard) -> str:
         "source",
         "protocol",
         "frames_per_game",
+        "frames_per_game_min",
+        "frames_per_game_max",
         "seeds",
         "eval_games_per_task",
         "games",
@@ -148,7 +158,7 @@ def aggregates_csv(board: Leaderboard) -> str:
     for rank, a in enumerate(board.agents, start=1):
         row = [rank, a.name, a.label, "reference" if a.is_reference else "input", a.protocol]
         row += [
-            "" if a.frames is None else f"{a.frames:.0f}",
+            *("" if f is None else f"{f:.0f}" for f in (a.frames, *(a.frames_range or (None, None)))),
             len(a.seeds),
             "" if a.eval_games_range is None else a.eval_games_range[0],
             len(a.games),
@@ -169,14 +179,16 @@ def aggregates_csv(board: Leaderboard) -> str:
 def per_game_csv(board: Leaderboard) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["agent", "game", "seeds", "score", "hns", "eval_games"])
+    writer.writerow(["agent", "game", "seeds", "frames", "score", "hns", "eval_games"])
     normalised = board.suite.normalisers is not None
     for a in board.agents:
         raw, hns = a.game_means(False), a.game_means(True) if normalised else {}
         runs = np.sum(np.isfinite(a.raw), axis=0)
         for j, game in enumerate(a.games):
             count = "" if a.eval_games is None else a.eval_games[game][0]
-            row = [a.name, game, int(runs[j]), _float_csv(raw[game]), _float_csv(hns.get(game)), count]
+            frames = a.game_frames.get(game)
+            row = [a.name, game, int(runs[j]), "" if frames is None else f"{frames:.0f}"]
+            row += [_float_csv(raw[game]), _float_csv(hns.get(game)), count]
             writer.writerow(row)
     return buffer.getvalue()
 
@@ -226,6 +238,18 @@ def eval_games_note(board: Leaderboard) -> str:
     """One line: each agent's evaluation games per task, for tables that show per-game scores."""
     cells = [f"{a.name} {format_eval_games(a.eval_games_range)}" for a in board.agents]
     return "Evaluation games per task (per seed; — where the input does not say): " + ", ".join(cells) + "."
+
+
+def frames_note(board: Leaderboard) -> str:
+    """One line: each agent's frames per game, game by game where its games had different budgets."""
+    cells = []
+    for a in board.agents:
+        if a.mixed_frames:
+            games = ", ".join(f"{game} {format_frames(a.game_frames.get(game))}" for game in a.games)
+            cells.append(f"{a.name} ({games})")
+        else:
+            cells.append(f"{a.name} {format_frames_range(a.frames_range)}")
+    return "Frames per game (— where the input does not say): " + ", ".join(cells) + "."
 
 
 PUBLISHED_EXPLANATION = (
@@ -295,7 +319,7 @@ def per_game_markdown(board: Leaderboard) -> str:
     what = "raw score (mean over seeds) and normalised score in %" if board.suite.normalisers else "raw score"
     return (
         f"{GENERATED_MARKER}\n# Per-game scores: {board.suite.name}\n\nEach agent: {what}.\n\n"
-        f"{eval_games_note(board)}\n\n" + per_game_table(board).markdown()
+        f"{frames_note(board)}\n\n{eval_games_note(board)}\n\n" + per_game_table(board).markdown()
     )
 
 
@@ -316,6 +340,7 @@ def leaderboard_json(board: Leaderboard) -> dict[str, Any]:
         entry["eval_games_per_task"] = None if a.eval_games_range is None else a.eval_games_range[0]
         entry["protocol"] = a.protocol
         entry["frames_per_game"] = a.frames
+        entry["frames_per_game_range"] = None if a.frames_range is None else list(a.frames_range)
         entry["reference"] = a.is_reference
         if a.estimates and a.has_intervals:
             entry["ci95"] = {
@@ -352,6 +377,7 @@ def report_html(board: Leaderboard) -> str:
                 parts.append(f"<p>Published points: {html.escape(PUBLISHED_EXPLANATION)}</p>")
                 parts.append(published_table(published_points(board)).html())
     parts.append("<h2>Per-game table</h2>")
+    parts.append(f"<p>{html.escape(frames_note(board))}</p>")
     parts.append(f"<p>{html.escape(eval_games_note(board))}</p>")
     parts.append(per_game_table(board).html())
     parts.append("</body></html>")

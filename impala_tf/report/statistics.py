@@ -37,7 +37,7 @@ class AgentResult:
     name: str
     label: str
     protocol: str
-    frames: float | None  # frames per game (median over its sources); None when not given
+    frames: float | None  # frames per game: the median of game_frames' values; None when not given
     is_reference: bool
     source: str
     games: list[str]  # covered games, in suite order
@@ -51,6 +51,8 @@ class AgentResult:
     # game -> (fewest, most) evaluation games over seeds; None where the input does not say (score files,
     # reference rows) for any of the agent's scores.
     eval_games: dict[str, tuple[int, int]] | None = None
+    # game -> frames trained on it (median over seeds and sources); games without a frame count are absent
+    game_frames: dict[str, float] = field(default_factory=dict)
 
     @property
     def has_intervals(self) -> bool:
@@ -63,6 +65,24 @@ class AgentResult:
             return None
         lows, highs = zip(*self.eval_games.values(), strict=True)
         return min(lows), max(highs)
+
+    @property
+    def frames_range(self) -> tuple[float, float] | None:
+        """(smallest, largest) frames per game over the agent's games; None when no game has a count."""
+        if not self.game_frames:
+            return None
+        return min(self.game_frames.values()), max(self.game_frames.values())
+
+    @property
+    def mixed_frames(self) -> bool:
+        """Whether the agent's games were trained for different budgets (beyond FRAMES_TOLERANCE)."""
+        return self.frames_range is not None and not _same_budget(*self.frames_range)
+
+    @property
+    def seeds_range(self) -> tuple[int, int]:
+        """(fewest, most) seeds over the agent's games."""
+        counts = np.sum(np.isfinite(self.raw), axis=0)
+        return (int(counts.min()), int(counts.max())) if counts.size else (0, 0)
 
     def game_means(self, normalised: bool) -> dict[str, float]:
         matrix = self.normalised if normalised else self.raw
@@ -102,7 +122,8 @@ def agent_result(data: AgentData, suite: SuiteInfo, num_resamples: int, seed: in
                 for name, aggregate in scoring.AGGREGATES.items()
             }
         above = int(scoring.games_above(normalised))
-    frames = float(np.median(data.frames)) if data.frames else None
+    game_frames = {game: float(np.median(data.frames[game])) for game in games if data.frames.get(game)}
+    frames = float(np.median(list(game_frames.values()))) if game_frames else None
     eval_games: dict[str, tuple[int, int]] | None = None
     counts = {game: [data.eval_games.get((game, s)) for s in data.scores[game]] for game in games}
     if games and all(n is not None for values in counts.values() for n in values):
@@ -122,6 +143,7 @@ def agent_result(data: AgentData, suite: SuiteInfo, num_resamples: int, seed: in
         games_above_human=above,
         curves=data.curves,
         eval_games=eval_games,
+        game_frames=game_frames,
     )
 
 
@@ -165,17 +187,22 @@ def _add_warnings(board: Leaderboard) -> None:
                 a.warnings.append("protocol unspecified")
             elif a.protocol != board.protocol_baseline:
                 a.warnings.append(f"protocol {a.protocol} ≠ {board.protocol_baseline}")
-    all_known = [a.frames for a in agents if a.frames is not None]
-    mixed = any(not _same_budget(f, all_known[0]) for f in all_known) or 0 < len(all_known) < len(agents)
-    if mixed:
-        known = [a.frames for a in basis if a.frames is not None] or all_known
+    all_known = [f for a in agents for f in a.game_frames.values()]
+    unknown = [a for a in agents if len(a.game_frames) < len(a.games)]
+    if all_known and (any(not _same_budget(f, all_known[0]) for f in all_known) or unknown):
+        known = [f for a in basis for f in a.game_frames.values()] or all_known
         board.frames_baseline = _modal(_budget_classes(known))
         for a in agents:
-            if a.frames is None:
+            if not a.game_frames:
                 a.warnings.append("frames unknown")
-            elif not _same_budget(a.frames, board.frames_baseline):
+                continue
+            if a in unknown:
                 a.warnings.append(
-                    f"frames {format_frames(a.frames)} ≠ {format_frames(board.frames_baseline)}"
+                    f"frames unknown on {len(a.games) - len(a.game_frames)}/{len(a.games)} games"
+                )
+            if not all(_same_budget(f, board.frames_baseline) for f in a.game_frames.values()):
+                a.warnings.append(
+                    f"frames {format_frames_range(a.frames_range)} ≠ {format_frames(board.frames_baseline)}"
                 )
     coverage = {len(a.games) for a in agents}
     if len(coverage) > 1 or (agents and max(coverage) < len(board.suite.games)):
@@ -212,6 +239,16 @@ def build_leaderboard(
     board = Leaderboard(suite, results, notes, num_resamples, bootstrap_seed)
     _add_warnings(board)
     return board
+
+
+def format_frames_range(frames: tuple[float, float] | None) -> str:
+    """Frames per game as "10M", or "10M–20M" (smallest–largest) when an agent's games had different budgets."""
+    if frames is None:
+        return format_frames(None)
+    low, high = frames
+    return (
+        f"{format_frames(low)}–{format_frames(high)}" if not _same_budget(low, high) else format_frames(low)
+    )
 
 
 def format_frames(frames: float | None) -> str:
