@@ -223,7 +223,9 @@ EXPERIMENTS = {
 def define_flags() -> None:
     # Defined only when run as a binary, so that importing this module (tests) defines no flags.
     flags.DEFINE_enum("experiment", None, list(EXPERIMENTS), "The experiment to re-run.")
-    flags.DEFINE_bool("list", False, "List the experiments, their runs and time estimates, and exit.")
+    flags.DEFINE_bool(
+        "list", False, "List the experiments (or --experiment's runs), commands and time estimates, and exit."
+    )
     flags.DEFINE_string("runs_dir", "runs/reproduce", "Where the run directories go.")
     flags.DEFINE_list("only", [], "Run only these runs of the experiment (names as --list shows).")
     flags.DEFINE_bool("collect", True, "Copy each finished run's report inputs into leaderboards/inputs/.")
@@ -290,8 +292,9 @@ def reproduce(name: str, runs_dir: Path, only: list[str], collect: bool) -> int:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if FLAGS.list:
-        print("\n\n".join(describe(name) for name in EXPERIMENTS))
+    if FLAGS.list:  # every experiment, or the one --experiment names (its --only runs)
+        names = [FLAGS.experiment] if FLAGS.experiment else list(EXPERIMENTS)
+        print("\n\n".join(describe(name, FLAGS.only) for name in names))
         return 0
     if not FLAGS.experiment:
         raise app.UsageError("--experiment is required (or --list)")

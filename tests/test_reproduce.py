@@ -1,6 +1,12 @@
 """experiments.reproduce: the registry of committed experiments and its driver's checks (no training here)."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 from experiments import reproduce
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_every_experiment_lists_its_runs_with_exact_commands_and_an_estimate():
@@ -22,3 +28,23 @@ def test_unknown_run_is_one_line_and_exit_1_before_anything_starts(tmp_path, cap
     assert reproduce.reproduce("minatar_experts", tmp_path, ["no_such_run"], collect=False) == 1
     assert "minatar_experts has no run no_such_run" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_list_with_an_experiment_shows_only_that_experiments_runs():
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.reproduce",
+            "--experiment=ablation",
+            "--list",
+            "--only=vtrace_s1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("ablation: 1 runs, about ")
+    assert "vtrace_s1" in result.stdout and "minatar_experts" not in result.stdout
