@@ -251,13 +251,18 @@ def _python(*args: str) -> int:
     return subprocess.call([sys.executable, "-m", *args], cwd=REPO)
 
 
-def reproduce(name: str, runs_dir: Path, only: list[str], collect: bool) -> int:
-    runs = EXPERIMENTS[name]()
-    unknown = sorted(set(only) - {run.name for run in runs})
+def _known_runs(name: str, only: list[str]) -> bool:
+    """Whether every name in `only` is a run of experiment `name` (else one line on stderr)."""
+    unknown = sorted(set(only) - {run.name for run in EXPERIMENTS[name]()})
     if unknown:
         print(f"error: {name} has no run {', '.join(unknown)}; --list shows them", file=sys.stderr)
+    return not unknown
+
+
+def reproduce(name: str, runs_dir: Path, only: list[str], collect: bool) -> int:
+    if not _known_runs(name, only):
         return 1
-    runs = [run for run in runs if not only or run.name in only]
+    runs = [run for run in EXPERIMENTS[name]() if not only or run.name in only]
     print(describe(name, only), flush=True)
     for i, run in enumerate(runs, 1):
         logdir = runs_dir / name / run.name
@@ -294,6 +299,8 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if FLAGS.list:  # every experiment, or the one --experiment names (its --only runs)
         names = [FLAGS.experiment] if FLAGS.experiment else list(EXPERIMENTS)
+        if FLAGS.experiment and not _known_runs(FLAGS.experiment, FLAGS.only):
+            return 1
         print("\n\n".join(describe(name, FLAGS.only) for name in names))
         return 0
     if not FLAGS.experiment:

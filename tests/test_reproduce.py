@@ -30,21 +30,15 @@ def test_unknown_run_is_one_line_and_exit_1_before_anything_starts(tmp_path, cap
     assert not any(tmp_path.iterdir())
 
 
-def test_list_with_an_experiment_shows_only_that_experiments_runs():
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments.reproduce",
-            "--experiment=ablation",
-            "--list",
-            "--only=vtrace_s1",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-    )
+def test_list_with_an_experiment_shows_only_that_experiments_runs_and_rejects_unknown_ones():
+    def listing(*flags: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "experiments.reproduce", "--experiment=ablation", "--list", *flags]
+        return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=120)
+
+    result = listing("--only=vtrace_s1")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("ablation: 1 runs, about ")
     assert "vtrace_s1" in result.stdout and "minatar_experts" not in result.stdout
+    result = listing("--only=no_such_run")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "ablation has no run no_such_run" in result.stderr

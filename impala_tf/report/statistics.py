@@ -188,7 +188,7 @@ def _add_warnings(board: Leaderboard) -> None:
             elif a.protocol != board.protocol_baseline:
                 a.warnings.append(f"protocol {a.protocol} ≠ {board.protocol_baseline}")
     all_known = [f for a in agents for f in a.game_frames.values()]
-    unknown = [a for a in agents if len(a.game_frames) < len(a.games)]
+    unknown = {a.name for a in agents if len(a.game_frames) < len(a.games)}  # some games without a count
     if all_known and (any(not _same_budget(f, all_known[0]) for f in all_known) or unknown):
         known = [f for a in basis for f in a.game_frames.values()] or all_known
         board.frames_baseline = _modal(_budget_classes(known))
@@ -196,7 +196,7 @@ def _add_warnings(board: Leaderboard) -> None:
             if not a.game_frames:
                 a.warnings.append("frames unknown")
                 continue
-            if a in unknown:
+            if a.name in unknown:
                 a.warnings.append(
                     f"frames unknown on {len(a.games) - len(a.game_frames)}/{len(a.games)} games"
                 )
