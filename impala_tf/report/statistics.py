@@ -246,9 +246,7 @@ def format_frames_range(frames: tuple[float, float] | None) -> str:
     if frames is None:
         return format_frames(None)
     low, high = frames
-    return (
-        f"{format_frames(low)}–{format_frames(high)}" if not _same_budget(low, high) else format_frames(low)
-    )
+    return format_frames(low) if _same_budget(low, high) else f"{format_frames(low)}–{format_frames(high)}"
 
 
 def format_frames(frames: float | None) -> str:
