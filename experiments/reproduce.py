@@ -49,11 +49,19 @@ class Run:
 
     def estimate_secs(self) -> float:
         seconds = self.frames / FPS.get((self.backend, self.network), 5_000)
-        # With replay the learner makes 1 / (1 - f) updates per fresh frame; measured on MinAtar (f = 0.5):
-        # ~6K environment frames/s against ~8.5K, the learner's extra work only partly hidden behind the actors.
         if any(flag.startswith("--replay_capacity=") for flag in self.flags):
-            seconds *= 1.4
+            # With replay the learner makes f / (1 - f) extra updates per fresh frame, each costing a share of
+            # the run's time measured at f = 0.5, alone: MinAtar ~6K environment frames/s against ~8.5K (the
+            # extra work partly hidden behind the actors), Atari Pong 3.3K against 6.1K.
+            fraction = float(self._flag("--replay_fraction=", "0.5"))
+            seconds *= 1 + _REPLAY_UPDATE_COST[self.backend] * fraction / (1 - fraction)
         return seconds
+
+    def _flag(self, prefix: str, default: str) -> str:
+        return next((f.removeprefix(prefix) for f in self.flags if f.startswith(prefix)), default)
+
+
+_REPLAY_UPDATE_COST = {"atari": 0.85, "minatar": 0.4, "catch": 0.4}
 
 
 # The MinAtar suite's defaults when the experts and the multi-task agent were first run, pinned so that a later
@@ -112,6 +120,30 @@ def _atari_tuning6_replay() -> list[Run]:
             agent="impala_tf_shallow_experts_replay",
         )
         for game, (frames, game_flags) in per_game.items()
+        for seed in (1, 2)
+    ]
+
+
+def _atari_tuning6_replay75() -> list[Run]:
+    """Breakout and Pong, two seeds each, at one setting: batches of 8, the debiased lr 3e-4 that keeps Pong's
+    torso alive, and three quarters of every batch replayed from the last 128 unrolls (4x the updates each fresh
+    frame feeds without replay; leaderboards/inputs/atari_tuning6/diagnosis/README.md)."""
+    flags = (
+        "--batch_size=8",
+        "--rmsprop_debias",
+        "--learning_rate=3e-4",
+        "--replay_capacity=128",
+        "--replay_fraction=0.75",
+    )
+    return [
+        Run(
+            f"{game}_s{seed}",
+            "atari_tuning6",
+            (f"--games={game}", "--action_set=minimal", f"--seed={seed}", *flags),
+            frames,
+            agent="impala_tf_shallow_experts_replay75",
+        )
+        for game, frames in (("breakout", 10_000_000), ("pong", 20_000_000))
         for seed in (1, 2)
     ]
 
@@ -212,6 +244,7 @@ EXPERIMENTS = {
     "atari_tuning6": _atari_tuning6,
     "atari_tuning6_batch8": _atari_tuning6_batch8,
     "atari_tuning6_replay": _atari_tuning6_replay,
+    "atari_tuning6_replay75": _atari_tuning6_replay75,
     "minatar_experts": _minatar_experts,
     "minatar_multitask": _minatar_multitask,
     "minatar_multitask_batch8": _minatar_multitask_batch8,
