@@ -107,19 +107,21 @@ def _atari_tuning6_replay() -> list[Run]:
     1), Pong at the debiased lr 3e-4 that keeps its torso alive (+3.7 at 20M frames, seed 1); lr 1.2e-3 kills
     Pong's first layer (leaderboards/inputs/atari_tuning6/diagnosis/README.md). Two settings, not one default."""
     replay = ("--batch_size=8", "--replay_capacity=64", "--replay_fraction=0.5")
-    per_game = {
-        "breakout": (10_000_000, replay),
-        "pong": (20_000_000, (*replay, "--rmsprop_debias", "--learning_rate=3e-4")),
-    }
+    pong = (*replay, "--rmsprop_debias", "--learning_rate=3e-4")
+    return _breakout_and_pong(replay, pong, "impala_tf_shallow_experts_replay")
+
+
+def _breakout_and_pong(breakout: tuple[str, ...], pong: tuple[str, ...], agent: str) -> list[Run]:
+    """Breakout (10M frames) and Pong (20M) experts with the given flags, seeds 1 and 2."""
     return [
         Run(
             f"{game}_s{seed}",
             "atari_tuning6",
             (f"--games={game}", "--action_set=minimal", f"--seed={seed}", *game_flags),
             frames,
-            agent="impala_tf_shallow_experts_replay",
+            agent=agent,
         )
-        for game, (frames, game_flags) in per_game.items()
+        for game, frames, game_flags in (("breakout", 10_000_000, breakout), ("pong", 20_000_000, pong))
         for seed in (1, 2)
     ]
 
@@ -135,17 +137,7 @@ def _atari_tuning6_replay75() -> list[Run]:
         "--replay_capacity=128",
         "--replay_fraction=0.75",
     )
-    return [
-        Run(
-            f"{game}_s{seed}",
-            "atari_tuning6",
-            (f"--games={game}", "--action_set=minimal", f"--seed={seed}", *flags),
-            frames,
-            agent="impala_tf_shallow_experts_replay75",
-        )
-        for game, frames in (("breakout", 10_000_000), ("pong", 20_000_000))
-        for seed in (1, 2)
-    ]
+    return _breakout_and_pong(flags, flags, "impala_tf_shallow_experts_replay75")
 
 
 def _minatar_experts() -> list[Run]:
