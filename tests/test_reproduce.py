@@ -42,3 +42,14 @@ def test_list_with_an_experiment_shows_only_that_experiments_runs_and_rejects_un
     result = listing("--only=no_such_run")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "ablation has no run no_such_run" in result.stderr
+
+
+def test_time_estimate_grows_with_the_replayed_share_of_each_batch():
+    def estimate(*flags: str) -> float:
+        return reproduce.Run("r", "atari_tuning6", flags, 10_000_000).estimate_secs()
+
+    fresh = estimate()
+    half = estimate("--replay_capacity=64")  # the flag's default fraction, 0.5
+    assert half == estimate("--replay_capacity=64", "--replay_fraction=0.5")
+    assert fresh < half < estimate("--replay_capacity=128", "--replay_fraction=0.75")
+    assert estimate("--replay_fraction=0.75") == fresh  # no buffer, no replay
