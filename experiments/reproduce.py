@@ -49,7 +49,7 @@ class Run:
 
     def estimate_secs(self) -> float:
         seconds = self.frames / FPS.get((self.backend, self.network), 5_000)
-        if any(flag.startswith("--replay_capacity=") for flag in self.flags):
+        if int(self._flag("--replay_capacity=", "0")) > 0:
             # With replay the learner makes f / (1 - f) extra updates per fresh frame, each costing a share of
             # the run's time measured at f = 0.5, alone: MinAtar ~6K environment frames/s against ~8.5K (the
             # extra work partly hidden behind the actors), Atari Pong 3.3K against 6.1K.

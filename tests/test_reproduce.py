@@ -52,4 +52,5 @@ def test_time_estimate_grows_with_the_replayed_share_of_each_batch():
     half = estimate("--replay_capacity=64")  # the flag's default fraction, 0.5
     assert half == estimate("--replay_capacity=64", "--replay_fraction=0.5")
     assert fresh < half < estimate("--replay_capacity=128", "--replay_fraction=0.75")
-    assert estimate("--replay_fraction=0.75") == fresh  # no buffer, no replay
+    # No buffer, no replay:
+    assert estimate("--replay_fraction=0.75") == estimate("--replay_capacity=0") == fresh
