@@ -33,6 +33,10 @@ INPUTS = REPO / "leaderboards" / "inputs"
 # estimates, each measured as a whole run with nothing beside it: MinAtar a 5M-frame expert; Atari the main job's
 # 5M-frame Breakout expert (16 min, evaluation and start-up included). Two runs side by side get about half each.
 FPS = {("atari", "shallow"): 5_300, ("minatar", "minatar"): 8_500, ("catch", "shallow"): 5_000}
+# With replay fraction f the learner makes f / (1 - f) extra updates per fresh frame. What each costs, as a share of
+# the run's time without replay, measured alone at f = 0.5: MinAtar ~6K environment frames/s against ~8.5K (the
+# extra work partly hidden behind the actors), Atari Pong 3.3K against 6.1K. Catch is not measured (MinAtar's).
+REPLAY_UPDATE_COST = {"atari": 0.85, "minatar": 0.4, "catch": 0.4}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,18 +54,12 @@ class Run:
     def estimate_secs(self) -> float:
         seconds = self.frames / FPS.get((self.backend, self.network), 5_000)
         if int(self._flag("--replay_capacity=", "0")) > 0:
-            # With replay the learner makes f / (1 - f) extra updates per fresh frame, each costing a share of
-            # the run's time measured at f = 0.5, alone: MinAtar ~6K environment frames/s against ~8.5K (the
-            # extra work partly hidden behind the actors), Atari Pong 3.3K against 6.1K.
-            fraction = float(self._flag("--replay_fraction=", "0.5"))
-            seconds *= 1 + _REPLAY_UPDATE_COST[self.backend] * fraction / (1 - fraction)
+            fraction = float(self._flag("--replay_fraction=", "0.5"))  # the flag's default
+            seconds *= 1 + REPLAY_UPDATE_COST[self.backend] * fraction / (1 - fraction)
         return seconds
 
     def _flag(self, prefix: str, default: str) -> str:
         return next((f.removeprefix(prefix) for f in self.flags if f.startswith(prefix)), default)
-
-
-_REPLAY_UPDATE_COST = {"atari": 0.85, "minatar": 0.4, "catch": 0.4}
 
 
 # The MinAtar suite's defaults when the experts and the multi-task agent were first run, pinned so that a later
