@@ -37,6 +37,9 @@ FPS = {("atari", "shallow"): 5_300, ("minatar", "minatar"): 8_500, ("catch", "sh
 # the run's time without replay, measured alone at f = 0.5: MinAtar ~6K environment frames/s against ~8.5K (the
 # extra work partly hidden behind the actors), Atari Pong 3.3K against 6.1K. Catch is not measured (MinAtar's).
 REPLAY_UPDATE_COST = {"atari": 0.85, "minatar": 0.4, "catch": 0.4}
+# --replay_fraction's default (impala_tf.config, whose import would pull TensorFlow into this light driver; a test
+# keeps the two equal).
+REPLAY_FRACTION_DEFAULT = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +57,7 @@ class Run:
     def estimate_secs(self) -> float:
         seconds = self.frames / FPS.get((self.backend, self.network), 5_000)
         if int(self._flag("--replay_capacity=", "0")) > 0:
-            fraction = float(self._flag("--replay_fraction=", "0.5"))  # the flag's default
+            fraction = float(self._flag("--replay_fraction=", str(REPLAY_FRACTION_DEFAULT)))
             seconds *= 1 + REPLAY_UPDATE_COST[self.backend] * fraction / (1 - fraction)
         return seconds
 

@@ -49,8 +49,16 @@ def test_time_estimate_grows_with_the_replayed_share_of_each_batch():
         return reproduce.Run("r", "atari_tuning6", flags, 10_000_000).estimate_secs()
 
     fresh = estimate()
-    half = estimate("--replay_capacity=64")  # the flag's default fraction, 0.5
+    half = estimate("--replay_capacity=64")  # the flag's default fraction
     assert half == estimate("--replay_capacity=64", "--replay_fraction=0.5")
     assert fresh < half < estimate("--replay_capacity=128", "--replay_fraction=0.75")
     # No buffer, no replay:
     assert estimate("--replay_fraction=0.75") == estimate("--replay_capacity=0") == fresh
+
+
+def test_the_estimates_replay_fraction_default_is_the_training_flags():
+    from absl import flags
+
+    from impala_tf import config  # noqa: F401  (defines the training flags)
+
+    assert flags.FLAGS["replay_fraction"].default == reproduce.REPLAY_FRACTION_DEFAULT
