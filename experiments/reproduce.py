@@ -274,7 +274,14 @@ def describe(name: str, only: list[str] | None = None) -> str:
 
 
 def _python(*args: str) -> int:
-    return subprocess.call([sys.executable, "-m", *args], cwd=REPO)
+    child = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO)
+    while True:
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            # Ctrl-C reaches the child too (one process group): the trainer checkpoints and exits 130, which
+            # reproduce() reports in one line with how to resume; waiting here keeps a traceback off the screen.
+            continue
 
 
 def _known_runs(name: str, only: list[str]) -> bool:

@@ -62,3 +62,23 @@ def test_the_estimates_replay_fraction_default_is_the_training_flags():
     from impala_tf import config  # noqa: F401  (defines the training flags)
 
     assert flags.FLAGS["replay_fraction"].default == reproduce.REPLAY_FRACTION_DEFAULT
+
+
+def test_ctrl_c_waits_for_the_run_to_checkpoint_and_reports_its_exit_code_without_a_traceback(monkeypatch):
+    class InterruptedChild:
+        """A child whose first wait is interrupted by Ctrl-C; it then stops as the trainer does (exit 130)."""
+
+        waits = 0
+
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def wait(self):
+            InterruptedChild.waits += 1
+            if InterruptedChild.waits == 1:
+                raise KeyboardInterrupt
+            return 130
+
+    monkeypatch.setattr(reproduce.subprocess, "Popen", InterruptedChild)
+    assert reproduce._python("suites.catch") == 130
+    assert InterruptedChild.waits == 2
