@@ -143,6 +143,15 @@ SETTINGS = (
         games=("breakout", "space_invaders", "seaquest", "asterix", "freeway"),
         seeds=(1, 2, 3),
     ),
+    Setting(
+        "lambda0.5_batch8_replay0.75",
+        _with(BASE, vtrace_lambda=0.5, batch_size=8, replay_capacity=128, replay_fraction=0.75),
+        "the suite's default with three quarters of every batch replayed from the last 128 unrolls (4x the "
+        "updates per frame again; the replay that solved Atari Pong): are the two games short of AC(λ) still "
+        "short of updates?",
+        games=("space_invaders", "breakout"),
+        seeds=(1,),
+    ),
 )
 
 
