@@ -91,7 +91,7 @@ leaderboards: setup
 	$(PY) -m experiments.transfer_matrix --notrain --suite=minatar --games=breakout,space_invaders,asterix --frames=500000 --seeds=1,2 --train_args=--learning_rate=0.002 --eval_episodes=20 --workdir=leaderboards/inputs/minatar/transfer --out=leaderboards/minatar
 	$(PY) -m experiments.minatar_popart report --workdir=leaderboards/inputs/minatar/popart --normaliser=leaderboards/inputs/minatar/normaliser.csv --out=leaderboards/minatar
 	$(PY) -m impala_tf.leaderboard --suite=atari5 --runs=leaderboards/inputs/atari5/runs --out=leaderboards/atari5
-	$(PY) -m impala_tf.leaderboard --suite=atari_tuning6 --runs=leaderboards/inputs/atari_tuning6,leaderboards/inputs/atari_tuning6_batch8,leaderboards/inputs/atari_tuning6_replay --out=leaderboards/atari_tuning6
+	$(PY) -m impala_tf.leaderboard --suite=atari_tuning6 --runs=leaderboards/inputs/atari_tuning6,leaderboards/inputs/atari_tuning6_batch8,leaderboards/inputs/atari_tuning6_replay,leaderboards/inputs/atari_tuning6_replay75 --out=leaderboards/atari_tuning6
 	$(PY) -m experiments.ablation report --inputs=leaderboards/inputs/ablation --out=leaderboards/ablation
 	$(PY) -m experiments.minatar_sweep report --inputs=leaderboards/inputs/minatar_sweep --out=leaderboards/minatar
 	$(PY) -m experiments.pbt_minatar report --inputs=leaderboards/inputs/minatar_pbt --out=leaderboards/minatar
