@@ -107,6 +107,38 @@ def test_experts_merge_single_game_runs_and_differences_are_normalised(tmp_path)
     assert experts[0].exists()
 
 
+def test_difference_interval_resamples_each_sides_seeds_and_collapses_with_one_seed_each():
+    assert transfer_report.difference_interval(np.array([3.0]), np.array([1.0])) == (2.0, 2.0)
+    low, high = transfer_report.difference_interval(np.array([10.0, 12.0, 14.0]), np.array([1.0, 3.0]))
+    # Resampled means lie within [10, 14] and [1, 3], so the difference within [7, 13]; it covers the point 10.
+    assert 7.0 <= low < 10.0 < high <= 13.0
+    assert transfer_report.difference_interval(np.array([5.0, 5.0]), np.array([2.0, 2.0])) == (3.0, 3.0)
+
+
+def test_per_game_intervals_over_seeds_need_two_seeds_on_both_sides(tmp_path):
+    suite = inputs.resolve_suite("minatar", normaliser_file(tmp_path))
+    for seed, offset in ((1, 0.0), (2, 1.0)):
+        make_run(
+            tmp_path / "mt" / f"s{seed}", "mt", seed, {"breakout": 8.0 + offset, "freeway": 5.0 + offset}
+        )
+        make_run(tmp_path / "ex" / f"breakout_s{seed}", "ex", seed, {"breakout": 2.0 + offset})
+    make_run(tmp_path / "ex" / "freeway_s1", "ex", 1, {"freeway": 4.0})  # one seed: no interval for freeway
+    comparison = transfer_report.compare_with_experts(
+        suite,
+        transfer_report.load_side(suite, [str(tmp_path / "mt")], "multitask"),
+        transfer_report.load_side(suite, [str(tmp_path / "ex")], "experts"),
+    )
+    assert comparison.games == ["breakout", "freeway"]
+    np.testing.assert_array_equal(comparison.experts_seeds, [2, 1])
+    # breakout: multi-task 80 % / 90 %, experts 20 % / 30 %: every resampled difference is 50-70 points.
+    assert 50.0 <= comparison.difference_low[0] <= 60.0 <= comparison.difference_high[0] <= 70.0
+    assert np.isnan(comparison.difference_low[1]) and np.isnan(comparison.difference_high[1])
+    assert comparison.clear_counts == (1, 0, 0)
+    text = transfer_report.experts_markdown(comparison)
+    assert "Where both sides have two or more seeds (1 of 2 games)" in text
+    assert "| 2 / 2 |" in text and "| — / — |" not in text and "[—, —] | 1 / 2 |" in text
+
+
 def test_two_sources_giving_the_same_game_and_seed_are_rejected(tmp_path):
     suite = inputs.resolve_suite("minatar")
     a = make_run(tmp_path / "a", "a", 1, {"breakout": 1.0})

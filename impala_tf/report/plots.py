@@ -238,7 +238,16 @@ def experts_png(comparison: ExpertsComparison) -> bytes:
     colours = [
         "tab:green" if difference[k] > 0 else ("tab:red" if difference[k] < 0 else "tab:grey") for k in order
     ]
-    axis.barh(np.arange(len(order)), difference[order], color=colours)
+    errors = None
+    if c.has_intervals:  # the 95 % interval over seeds, as distances below and above each bar's end
+        low, high = (
+            np.nan_to_num(bound[order], nan=difference[order])
+            for bound in (c.difference_low, c.difference_high)
+        )
+        errors = [difference[order] - low, high - difference[order]]
+    axis.barh(
+        np.arange(len(order)), difference[order], color=colours, xerr=errors, error_kw={"linewidth": 0.8}
+    )
     axis.set_yticks(np.arange(len(order)))
     axis.set_yticklabels([c.games[k] for k in order], fontsize=6)
     axis.axvline(0.0, color="black", linewidth=0.8)

@@ -6,7 +6,9 @@ IMPALA paper's deep multi-task agent with its deep experts, Table C.1). Each sid
 directories (as the leaderboard reads them) or published agents (`impala_deep_experts`, ...); the experts'
 sources are merged into one agent, one game per run as a rule. Per game: normalised score of the multi-task agent
 minus the experts' (in normalised points; raw points without a normaliser); a game counts as positive transfer
-when the difference is > 0, negative when < 0.
+when the difference is > 0, negative when < 0. Where both sides have two or more seeds of a game, the
+difference gets a 95 % bootstrap interval (each side's seeds resampled apart) and the report counts the games whose
+interval lies wholly above or below 0.
 
 Transfer matrix: pre-train on task i, fine-tune on task j for the same budget, compare with training on j from
 scratch (Rusu et al. 2016's transfer score, on the area under the learning curve, and on the final score):
@@ -73,6 +75,33 @@ def transfer_counts(difference: np.ndarray, tolerance: float = 0.0) -> TransferC
     return TransferCounts(positive, negative, len(difference) - positive - negative)
 
 
+def difference_interval(
+    candidate: np.ndarray,
+    baseline: np.ndarray,
+    *,
+    num_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of mean(candidate) − mean(baseline).
+
+    candidate: [N] one score per seed; baseline: [M]. Each side's seeds are resampled with replacement,
+    independently of the other's (the two agents were trained apart). With one seed on both sides every resample
+    equals the data, so the interval collapses to the point.
+    """
+    candidate = np.asarray(candidate, dtype=np.float64)
+    baseline = np.asarray(baseline, dtype=np.float64)
+    if candidate.size == 0 or baseline.size == 0:
+        raise ValueError("each side needs at least one seed")
+    rng = np.random.default_rng(seed)
+    resampled_candidate = candidate[rng.integers(0, candidate.size, (num_resamples, candidate.size))]
+    resampled_baseline = baseline[rng.integers(0, baseline.size, (num_resamples, baseline.size))]
+    differences = resampled_candidate.mean(axis=1) - resampled_baseline.mean(axis=1)
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    low, high = np.percentile(differences, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
 def relative_gain(candidate: np.ndarray | float, baseline: np.ndarray | float) -> np.ndarray:
     """candidate / baseline - 1, elementwise (Rusu et al. 2016's transfer score minus one).
 
@@ -120,6 +149,10 @@ class ExpertsComparison:
     multitask_normalised: np.ndarray | None  # [G] percent; None without normalisers
     experts_normalised: np.ndarray | None
     missing: list[str]  # suite games that one side lacks
+    multitask_seeds: np.ndarray  # [G] seeds behind each mean
+    experts_seeds: np.ndarray  # [G]
+    difference_low: np.ndarray  # [G] 95 % bootstrap interval of the difference over each side's seeds;
+    difference_high: np.ndarray  # [G] NaN where a side has one seed
 
     @property
     def normalised(self) -> bool:
@@ -136,6 +169,19 @@ class ExpertsComparison:
     def counts(self) -> TransferCounts:
         return transfer_counts(self.difference)
 
+    @property
+    def has_intervals(self) -> bool:
+        """Whether any game has an interval (two or more seeds on both sides)."""
+        return bool(np.any(np.isfinite(self.difference_low)))
+
+    @property
+    def clear_counts(self) -> TransferCounts:
+        """Of the games with an interval: wholly above 0 (positive), wholly below (negative), crossing 0."""
+        with_interval = np.isfinite(self.difference_low)
+        positive = int(np.sum(self.difference_low[with_interval] > 0))
+        negative = int(np.sum(self.difference_high[with_interval] < 0))
+        return TransferCounts(positive, negative, int(np.sum(with_interval)) - positive - negative)
+
 
 def _reference_agent(name: str) -> reference.ReferenceAgent | None:
     for set_name in reference.REFERENCE_SETS:
@@ -145,8 +191,8 @@ def _reference_agent(name: str) -> reference.ReferenceAgent | None:
     return None
 
 
-def load_side(suite: SuiteInfo, sources: Sequence[str], role: str) -> tuple[str, dict[str, float]]:
-    """One side of the comparison: (label, game -> raw score averaged over seeds), merged over `sources`.
+def load_side(suite: SuiteInfo, sources: Sequence[str], role: str) -> tuple[str, dict[str, list[float]]]:
+    """One side of the comparison: (label, game -> raw score of each seed, in seed order), merged over `sources`.
 
     A source is a published agent's name, a score CSV, a run directory or a folder of run directories. Two
     sources may not both give the same (game, seed).
@@ -189,21 +235,38 @@ def load_side(suite: SuiteInfo, sources: Sequence[str], role: str) -> tuple[str,
                 for seed, score in seeds.items():
                     add(game, seed, score, source)
     label = labels[0] if len(set(labels)) == 1 else f"{role} ({len(set(labels))} sources)"
-    return label, {game: float(np.mean(list(seeds.values()))) for game, seeds in per_game.items()}
+    return label, {game: [seeds[seed] for seed in sorted(seeds)] for game, seeds in per_game.items()}
 
 
 def compare_with_experts(
     suite: SuiteInfo,
-    multitask: tuple[str, Mapping[str, float]],
-    experts: tuple[str, Mapping[str, float]],
+    multitask: tuple[str, Mapping[str, Sequence[float]]],
+    experts: tuple[str, Mapping[str, Sequence[float]]],
 ) -> ExpertsComparison:
-    """Per-game comparison on the games both sides cover (each side: (label, game -> raw score))."""
+    """Per-game comparison on the games both sides cover (each side: (label, game -> raw score per seed))."""
     (mt_label, mt), (ex_label, ex) = multitask, experts
     games = [game for game in suite.games if game in mt and game in ex]
     if not games:
         raise TransferError(f"the multi-task agent and the experts share no game of suite {suite.name}")
-    mt_scores = np.array([mt[game] for game in games])
-    ex_scores = np.array([ex[game] for game in games])
+
+    def normalise(game: str, scores: Sequence[float]) -> np.ndarray:
+        scores = np.asarray(scores, dtype=np.float64)
+        if suite.normalisers is None:
+            return scores
+        low, high = suite.normalisers[game].low, suite.normalisers[game].high
+        return scoring.normalised_score(scores, low, high)
+
+    # A side with one seed has no spread to resample: its interval would show only the other side's, so none.
+    intervals = np.array(
+        [
+            difference_interval(normalise(game, mt[game]), normalise(game, ex[game]))
+            if min(len(mt[game]), len(ex[game])) > 1
+            else (np.nan, np.nan)
+            for game in games
+        ]
+    )
+    mt_scores = np.array([np.mean(mt[game]) for game in games])
+    ex_scores = np.array([np.mean(ex[game]) for game in games])
     mt_norm = ex_norm = None
     if suite.normalisers is not None:
         low = np.array([suite.normalisers[game].low for game in games])
@@ -212,7 +275,19 @@ def compare_with_experts(
         ex_norm = scoring.normalised_score(ex_scores, low, high)
     missing = [game for game in suite.games if game not in games]
     return ExpertsComparison(
-        suite, mt_label, ex_label, games, mt_scores, ex_scores, mt_norm, ex_norm, missing
+        suite,
+        mt_label,
+        ex_label,
+        games,
+        mt_scores,
+        ex_scores,
+        mt_norm,
+        ex_norm,
+        missing,
+        multitask_seeds=np.array([len(mt[game]) for game in games]),
+        experts_seeds=np.array([len(ex[game]) for game in games]),
+        difference_low=intervals[:, 0],
+        difference_high=intervals[:, 1],
     )
 
 
@@ -237,6 +312,13 @@ def experts_markdown(comparison: ExpertsComparison, name: str = EXPERTS_NAME) ->
         + (f", level on {counts.neutral}" if counts.neutral else "")
         + f". Median difference: {_fmt(float(np.median(difference)))} {points}.",
     ]
+    if c.has_intervals:
+        clear = c.clear_counts
+        lines.append(
+            f"Where both sides have two or more seeds ({sum(clear)} of {len(c.games)} games), the 95 % bootstrap "
+            f"interval of the difference (each side's seeds resampled) lies above 0 on **{clear.positive}**, below 0 on "
+            f"**{clear.negative}** and across 0 on {clear.neutral}."
+        )
     if c.normalised:
         lines.append(
             f"Median {unit}: multi-task {_fmt(float(np.median(c.multitask_normalised)))}, experts "
@@ -248,7 +330,10 @@ def experts_markdown(comparison: ExpertsComparison, name: str = EXPERTS_NAME) ->
     header = ["game", "experts score", "multi-task score"]
     if c.normalised:
         header += [f"experts {unit}", f"multi-task {unit}"]
-    header += [f"difference ({points})", "transfer"]
+    header += [f"difference ({points})"]
+    if c.has_intervals:
+        header += ["95 % interval", "seeds (experts / multi-task)"]
+    header += ["transfer"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" for _ in header) + "|")
     for k in np.argsort(-difference, kind="stable"):
@@ -256,7 +341,13 @@ def experts_markdown(comparison: ExpertsComparison, name: str = EXPERTS_NAME) ->
         if c.normalised:
             row += [_fmt(c.experts_normalised[k]), _fmt(c.multitask_normalised[k])]
         sign = "positive" if difference[k] > 0 else ("negative" if difference[k] < 0 else "neutral")
-        row += [_fmt(difference[k]), sign]
+        row += [_fmt(difference[k])]
+        if c.has_intervals:
+            row += [
+                f"[{_fmt(c.difference_low[k])}, {_fmt(c.difference_high[k])}]",
+                f"{c.experts_seeds[k]} / {c.multitask_seeds[k]}",
+            ]
+        row += [sign]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -270,9 +361,19 @@ def experts_csv(comparison: ExpertsComparison) -> str:
             row += [f"{c.experts_normalised[k]:.6f}", f"{c.multitask_normalised[k]:.6f}"]
         else:
             row += ["", ""]
-        rows.append([*row, f"{c.difference[k]:.6f}"])
+        rows.append(
+            [
+                *row,
+                f"{c.difference[k]:.6f}",
+                f"{c.difference_low[k]:.6f}",
+                f"{c.difference_high[k]:.6f}",
+                str(c.experts_seeds[k]),
+                str(c.multitask_seeds[k]),
+            ]
+        )
     header = ["game", "experts_score", "multitask_score", "experts_normalised", "multitask_normalised"]
-    return writers.csv_text(rows, [*header, "difference"])
+    intervals = ["difference_low", "difference_high", "experts_seeds", "multitask_seeds"]
+    return writers.csv_text(rows, [*header, "difference", *intervals])
 
 
 # --- Transfer matrix ------------------------------------------------------------------------------
