@@ -3,15 +3,15 @@
   python -m impala_tf.transfer experts --suite=atari57 --multitask=impala_deep_multitask \\
       --experts=impala_deep_experts --out=leaderboards/atari57
 
-`experts` — a multi-task agent against single-task experts on the same suite (the comparison of the IMPALA
-paper's deep multi-task agent with its deep experts, Table C.1). Each side is a comma-separated list of score
-CSVs, run directories (as the leaderboard reads them) or published agents (`impala_deep_experts`, ...); the
-experts' sources are merged into one agent, one game per run as a rule. Per game: normalised score of the
-multi-task agent minus the experts' (in normalised points; raw points without a normaliser); a game counts as
-positive transfer when the difference is > 0, negative when < 0. Where both sides have two or more seeds of a game, the
-difference gets a 95 % bootstrap interval (each side's seeds resampled apart) and the report counts the games whose
-interval lies wholly above or below 0. Writes transfer_vs_experts.{md,csv,png} (or
-`--name`.{md,csv,png}), each file to a temporary name and renamed into place.
+`experts` — a multi-task agent against single-task experts on the same suite (the comparison of the IMPALA paper's
+deep multi-task agent with its deep experts, Table C.1). Each side is a comma-separated list of score CSVs, run
+directories (as the leaderboard reads them) or published agents (`impala_deep_experts`, ...); the experts' sources
+are merged into one agent, one game per run as a rule. Per game: normalised score of the multi-task agent minus the
+experts' (in normalised points; raw points without a normaliser); a game counts as positive transfer when the
+difference is > 0, negative when < 0. Where both sides have two or more seeds of a game, the difference gets a 95 %
+bootstrap interval (each side's seeds resampled apart) and the report counts the games whose interval lies wholly
+above or below 0. Writes transfer_vs_experts.{md,csv,png} (or `--name`.{md,csv,png}), each file to a temporary name
+and renamed into place.
 
 The transfer matrix (pre-train on one task, fine-tune on another) trains runs, so its driver is an experiment:
 `python -m experiments.transfer_matrix` (the flags `python -m impala_tf.transfer matrix` took).

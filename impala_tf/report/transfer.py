@@ -3,12 +3,12 @@ one task help another?
 
 Multi-task vs experts: a multi-task agent against single-task experts on the same suite (the comparison of the
 IMPALA paper's deep multi-task agent with its deep experts, Table C.1). Each side is a list of score CSVs, run
-directories (as the leaderboard reads them) or published agents (`impala_deep_experts`, ...); the experts'
-sources are merged into one agent, one game per run as a rule. Per game: normalised score of the multi-task agent
-minus the experts' (in normalised points; raw points without a normaliser); a game counts as positive transfer
-when the difference is > 0, negative when < 0. Where both sides have two or more seeds of a game, the
-difference gets a 95 % bootstrap interval (each side's seeds resampled apart) and the report counts the games whose
-interval lies wholly above or below 0.
+directories (as the leaderboard reads them) or published agents (`impala_deep_experts`, ...); the experts' sources
+are merged into one agent, one game per run as a rule. Per game: normalised score of the multi-task agent minus the
+experts' (in normalised points; raw points without a normaliser); a game counts as positive transfer when the
+difference is > 0, negative when < 0. Where both sides have two or more seeds of a game, the difference gets a 95 %
+bootstrap interval (each side's seeds resampled apart) and the report counts the games whose interval lies wholly
+above or below 0.
 
 Transfer matrix: pre-train on task i, fine-tune on task j for the same budget, compare with training on j from
 scratch (Rusu et al. 2016's transfer score, on the area under the learning curve, and on the final score):
