@@ -224,6 +224,33 @@ def per_game_intervals(
     return per_game_means(scores), low, high
 
 
+def difference_interval(
+    candidate: np.ndarray,
+    baseline: np.ndarray,
+    *,
+    num_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of mean(candidate) − mean(baseline).
+
+    candidate: [N] one score per seed; baseline: [M]. Each side's seeds are resampled with replacement,
+    independently of the other's (the two agents were trained apart). With one seed on both sides every resample
+    equals the data, so the interval collapses to the point.
+    """
+    candidate = np.asarray(candidate, dtype=np.float64)
+    baseline = np.asarray(baseline, dtype=np.float64)
+    if candidate.size == 0 or baseline.size == 0:
+        raise ValueError("each side needs at least one seed")
+    rng = np.random.default_rng(seed)
+    resampled_candidate = candidate[rng.integers(0, candidate.size, (num_resamples, candidate.size))]
+    resampled_baseline = baseline[rng.integers(0, baseline.size, (num_resamples, baseline.size))]
+    differences = resampled_candidate.mean(axis=1) - resampled_baseline.mean(axis=1)
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    low, high = np.percentile(differences, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
 # --- Learning curves ------------------------------------------------------------------------------
 
 

@@ -256,3 +256,11 @@ def test_minatar_published_baselines_cover_the_five_games_at_the_read_off_values
     assert set(reference.minatar_published("dqn")) == set(ac)
     with pytest.raises(ValueError, match="ac_lambda_0.8, dqn"):
         reference.minatar_published("ppo")
+
+
+def test_difference_interval_resamples_each_sides_seeds_and_collapses_with_one_seed_each():
+    assert scoring.difference_interval(np.array([3.0]), np.array([1.0])) == (2.0, 2.0)
+    low, high = scoring.difference_interval(np.array([10.0, 12.0, 14.0]), np.array([1.0, 3.0]))
+    # Resampled means lie within [10, 14] and [1, 3], so the difference within [7, 13]; it covers the point 10.
+    assert 7.0 <= low < 10.0 < high <= 13.0
+    assert scoring.difference_interval(np.array([5.0, 5.0]), np.array([2.0, 2.0])) == (3.0, 3.0)

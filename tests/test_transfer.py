@@ -107,14 +107,6 @@ def test_experts_merge_single_game_runs_and_differences_are_normalised(tmp_path)
     assert experts[0].exists()
 
 
-def test_difference_interval_resamples_each_sides_seeds_and_collapses_with_one_seed_each():
-    assert transfer_report.difference_interval(np.array([3.0]), np.array([1.0])) == (2.0, 2.0)
-    low, high = transfer_report.difference_interval(np.array([10.0, 12.0, 14.0]), np.array([1.0, 3.0]))
-    # Resampled means lie within [10, 14] and [1, 3], so the difference within [7, 13]; it covers the point 10.
-    assert 7.0 <= low < 10.0 < high <= 13.0
-    assert transfer_report.difference_interval(np.array([5.0, 5.0]), np.array([2.0, 2.0])) == (3.0, 3.0)
-
-
 def test_per_game_intervals_over_seeds_need_two_seeds_on_both_sides(tmp_path):
     suite = inputs.resolve_suite("minatar", normaliser_file(tmp_path))
     for seed, offset in ((1, 0.0), (2, 1.0)):

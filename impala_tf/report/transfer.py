@@ -75,33 +75,6 @@ def transfer_counts(difference: np.ndarray, tolerance: float = 0.0) -> TransferC
     return TransferCounts(positive, negative, len(difference) - positive - negative)
 
 
-def difference_interval(
-    candidate: np.ndarray,
-    baseline: np.ndarray,
-    *,
-    num_resamples: int = 2000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of mean(candidate) − mean(baseline).
-
-    candidate: [N] one score per seed; baseline: [M]. Each side's seeds are resampled with replacement,
-    independently of the other's (the two agents were trained apart). With one seed on both sides every resample
-    equals the data, so the interval collapses to the point.
-    """
-    candidate = np.asarray(candidate, dtype=np.float64)
-    baseline = np.asarray(baseline, dtype=np.float64)
-    if candidate.size == 0 or baseline.size == 0:
-        raise ValueError("each side needs at least one seed")
-    rng = np.random.default_rng(seed)
-    resampled_candidate = candidate[rng.integers(0, candidate.size, (num_resamples, candidate.size))]
-    resampled_baseline = baseline[rng.integers(0, baseline.size, (num_resamples, baseline.size))]
-    differences = resampled_candidate.mean(axis=1) - resampled_baseline.mean(axis=1)
-    tail = 100.0 * (1.0 - confidence) / 2.0
-    low, high = np.percentile(differences, [tail, 100.0 - tail])
-    return float(low), float(high)
-
-
 def relative_gain(candidate: np.ndarray | float, baseline: np.ndarray | float) -> np.ndarray:
     """candidate / baseline - 1, elementwise (Rusu et al. 2016's transfer score minus one).
 
@@ -259,7 +232,7 @@ def compare_with_experts(
     # A side with one seed has no spread to resample: its interval would show only the other side's, so none.
     intervals = np.array(
         [
-            difference_interval(normalise(game, mt[game]), normalise(game, ex[game]))
+            scoring.difference_interval(normalise(game, mt[game]), normalise(game, ex[game]))
             if min(len(mt[game]), len(ex[game])) > 1
             else (np.nan, np.nan)
             for game in games
