@@ -66,3 +66,14 @@ def test_report_lays_out_each_block_with_its_cells_and_names_the_missing_ones(tm
     assert set(csv["cell"]) == {"vtrace", "none_highlag"}
     assert np.allclose(csv.set_index("cell").loc["vtrace", list(GAMES)], 11.5)
     assert (tmp_path / "out" / "learning_curves.png").stat().st_size > 1000
+
+
+def test_committed_ablation_report_is_what_its_committed_inputs_give(tmp_path):
+    repo = Path(__file__).resolve().parents[1]
+    inputs = repo / "leaderboards" / "inputs" / "ablation"
+    ablation.report(inputs, str(repo / NORMALISER), tmp_path, resamples=10_000)  # as `make leaderboards`
+    for name in ("README.md", "ablation.csv"):
+        committed = (repo / "leaderboards" / "ablation" / name).read_text()
+        # The report names its input paths as given; `make leaderboards` gives them relative to the repository.
+        generated = (tmp_path / name).read_text().replace(f"{repo}/", "")
+        assert committed == generated, f"leaderboards/ablation/{name} is stale: run `make leaderboards`"

@@ -178,8 +178,11 @@ def test_committed_atari57_transfer_report_is_up_to_date(tmp_path):
         ]
     )
     assert code == 0
-    committed = REPO / "leaderboards" / "atari57" / "transfer_vs_experts.md"
-    assert committed.read_text() == (tmp_path / "transfer_vs_experts.md").read_text()
+    for name in ("transfer_vs_experts.md", "transfer_vs_experts.csv"):
+        committed = REPO / "leaderboards" / "atari57" / name
+        assert committed.read_text() == (tmp_path / name).read_text(), (
+            f"{committed} is stale: make leaderboards"
+        )
 
 
 # --- Matrix arithmetic ----------------------------------------------------------------------------
