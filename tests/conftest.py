@@ -108,3 +108,20 @@ def untrained_run() -> Callable[..., Path]:
     """`untrained_run(root, suite_name, games, *, use_lstm, popart_stats=None, eval_episodes=None)`: see
     `write_untrained_run`."""
     return write_untrained_run
+
+
+def leaderboards_command(module: str, *needles: str) -> list[str]:
+    """The arguments `make leaderboards` passes to `python -m <module>` on its line that holds every needle: the
+    Makefile stays the one list of each committed report's inputs, and the tests that check a report use it."""
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    for line in makefile.splitlines():
+        words = line.split()
+        if words[:3] == ["$(PY)", "-m", module] and all(needle in words for needle in needles):
+            return words[3:]
+    raise AssertionError(f"the Makefile runs no `-m {module}` with {' '.join(needles)}")
+
+
+@pytest.fixture(scope="session")
+def makefile_command() -> Callable[..., list[str]]:
+    """`makefile_command(module, *needles)`: see `leaderboards_command`."""
+    return leaderboards_command

@@ -3,7 +3,6 @@
 import csv
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -624,18 +623,11 @@ def test_committed_atari57_leaderboard_matches_the_code(tmp_path):
     assert (committed / "report.html").exists()
 
 
-def makefile_runs(suite: str) -> list[str]:
-    """The --runs that `make leaderboards` passes for `suite`: the Makefile is the one list of a report's inputs."""
-    for line in (REPO / "Makefile").read_text().splitlines():
-        if "-m impala_tf.leaderboard " in line and f"--suite={suite} " in line:
-            return re.search(r"--runs=(\S+)", line).group(1).split(",")
-    raise AssertionError(f"the Makefile builds no {suite} leaderboard")
-
-
 @pytest.mark.parametrize("suite", ["atari5", "atari_tuning6"])
-def test_committed_atari_leaderboard_matches_its_committed_runs(tmp_path, suite):
+def test_committed_atari_leaderboard_matches_its_committed_runs(tmp_path, suite, makefile_command):
     committed = REPO / "leaderboards" / suite
-    runs = makefile_runs(suite)
+    args = makefile_command("impala_tf.leaderboard", f"--suite={suite}")
+    runs = next(arg.removeprefix("--runs=") for arg in args if arg.startswith("--runs=")).split(",")
     assert (
         leaderboard.run(
             [

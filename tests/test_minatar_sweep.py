@@ -73,3 +73,13 @@ def test_report_of_a_missing_inputs_folder_is_one_line_and_exit_1(tmp_path):
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == f"error: --inputs={tmp_path / 'nope'} is not a directory"
+
+
+def test_committed_sweep_table_is_what_its_committed_inputs_give():
+    repo = Path(__file__).resolve().parents[1]
+    inputs = repo / "leaderboards" / "inputs"
+    text = minatar_sweep.report(
+        inputs / "minatar_sweep", inputs / "minatar_experts"
+    )  # as `make leaderboards`
+    committed = (repo / "leaderboards" / "minatar" / "sweep.md").read_text()
+    assert committed == text, "leaderboards/minatar/sweep.md is stale: run `make leaderboards`"
