@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -111,14 +112,17 @@ def untrained_run() -> Callable[..., Path]:
 
 
 def leaderboards_command(module: str, *needles: str) -> list[str]:
-    """The arguments `make leaderboards` passes to `python -m <module>` on its line that holds every needle: the
-    Makefile stays the one list of each committed report's inputs, and the tests that check a report use it."""
-    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
-    for line in makefile.splitlines():
+    """The arguments `make leaderboards` passes to `python -m <module>` on its line that holds every needle, as
+    make expands them (`make -n`): the Makefile stays the one list of each committed report's inputs."""
+    repo = Path(__file__).resolve().parents[1]
+    dry_run = subprocess.run(
+        ["make", "-n", "leaderboards"], cwd=repo, capture_output=True, text=True, timeout=60, check=True
+    )
+    for line in dry_run.stdout.splitlines():
         words = line.split()
-        if words[:3] == ["$(PY)", "-m", module] and all(needle in words for needle in needles):
+        if words[1:3] == ["-m", module] and all(needle in words for needle in needles):
             return words[3:]
-    raise AssertionError(f"the Makefile runs no `-m {module}` with {' '.join(needles)}")
+    raise AssertionError(f"`make leaderboards` runs no `-m {module}` with {' '.join(needles)}")
 
 
 @pytest.fixture(scope="session")

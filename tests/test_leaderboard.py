@@ -658,3 +658,17 @@ def test_binary_prints_json_and_reports_bad_input_without_traceback(tmp_path):
     assert result.returncode == 1
     assert result.stderr == f"error: {bad}, row 2, column 'score': non-finite value 'inf'\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["agent.csv", "bad.csv"]
+
+
+def test_committed_minatar_leaderboard_matches_its_committed_runs(tmp_path, monkeypatch, makefile_command):
+    monkeypatch.chdir(REPO)  # the Makefile's paths are relative to the repository
+    args = [
+        arg
+        for arg in makefile_command("impala_tf.leaderboard", "--suite=minatar")
+        if not arg.startswith("--out=")
+    ]
+    assert leaderboard.run(["leaderboard", *args, f"--out={tmp_path}"]) == 0
+    for name in ("README.md", "aggregates.csv", "per_game.csv", "per_game.md"):
+        assert (REPO / "leaderboards" / "minatar" / name).read_text() == (tmp_path / name).read_text(), (
+            f"leaderboards/minatar/{name} is stale: run `make leaderboards`"
+        )
