@@ -283,3 +283,17 @@ def test_the_minatar_demonstrations_fixed_arm_trains_each_member_with_its_initia
         (train,) = [c for c in trains if f"--logdir={workdir / 'fixed' / f'member_{k}'}" in c]
         assert f"--learning_rate={population[k]['learning_rate']!r}" in train and f"--seed={k + 1}" in train
     assert most[0] == 2
+
+
+def test_committed_pbt_report_is_what_its_committed_inputs_give(tmp_path, makefile_command):
+    repo = Path(__file__).resolve().parents[1]
+    args = [
+        arg for arg in makefile_command("experiments.pbt_minatar", "report") if not arg.startswith("--out=")
+    ]
+    command = [sys.executable, "-m", "experiments.pbt_minatar", *args, f"--out={tmp_path}"]
+    result = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    committed = (repo / "leaderboards" / "minatar" / "pbt.md").read_text()
+    assert committed == (tmp_path / "pbt.md").read_text(), (
+        "leaderboards/minatar/pbt.md is stale: make leaderboards"
+    )
