@@ -111,9 +111,10 @@ def untrained_run() -> Callable[..., Path]:
     return write_untrained_run
 
 
-def leaderboards_command(module: str, *needles: str) -> list[str]:
+def leaderboards_command(module: str, *needles: str, out: Path | None = None) -> list[str]:
     """The arguments `make leaderboards` passes to `python -m <module>` on its line that holds every needle, as
-    make expands them (`make -n`): the Makefile stays the one list of each committed report's inputs."""
+    make expands them (`make -n`): the Makefile stays the one list of each committed report's inputs. With `out`,
+    its `--out=` names that directory instead. The paths are relative to the repository."""
     repo = Path(__file__).resolve().parents[1]
     dry_run = subprocess.run(
         ["make", "-n", "leaderboards"], cwd=repo, capture_output=True, text=True, timeout=60, check=True
@@ -121,11 +122,14 @@ def leaderboards_command(module: str, *needles: str) -> list[str]:
     for line in dry_run.stdout.splitlines():
         words = line.split()
         if words[1:3] == ["-m", module] and all(needle in words for needle in needles):
-            return words[3:]
+            args = words[3:]
+            if out is not None:
+                args = [arg for arg in args if not arg.startswith("--out=")] + [f"--out={out}"]
+            return args
     raise AssertionError(f"`make leaderboards` runs no `-m {module}` with {' '.join(needles)}")
 
 
 @pytest.fixture(scope="session")
 def makefile_command() -> Callable[..., list[str]]:
-    """`makefile_command(module, *needles)`: see `leaderboards_command`."""
+    """`makefile_command(module, *needles, out=None)`: see `leaderboards_command`."""
     return leaderboards_command

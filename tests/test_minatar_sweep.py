@@ -75,11 +75,18 @@ def test_report_of_a_missing_inputs_folder_is_one_line_and_exit_1(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == f"error: --inputs={tmp_path / 'nope'} is not a directory"
 
 
-def test_committed_sweep_table_is_what_its_committed_inputs_give():
+def test_committed_sweep_table_is_what_its_committed_inputs_give(tmp_path, makefile_command):
     repo = Path(__file__).resolve().parents[1]
-    inputs = repo / "leaderboards" / "inputs"
-    text = minatar_sweep.report(
-        inputs / "minatar_sweep", inputs / "minatar_experts"
-    )  # as `make leaderboards`
+    args = makefile_command("experiments.minatar_sweep", "report", out=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.minatar_sweep", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
     committed = (repo / "leaderboards" / "minatar" / "sweep.md").read_text()
-    assert committed == text, "leaderboards/minatar/sweep.md is stale: run `make leaderboards`"
+    assert committed == (tmp_path / "sweep.md").read_text(), (
+        "leaderboards/minatar/sweep.md is stale: make leaderboards"
+    )

@@ -287,10 +287,8 @@ def test_the_minatar_demonstrations_fixed_arm_trains_each_member_with_its_initia
 
 def test_committed_pbt_report_is_what_its_committed_inputs_give(tmp_path, makefile_command):
     repo = Path(__file__).resolve().parents[1]
-    args = [
-        arg for arg in makefile_command("experiments.pbt_minatar", "report") if not arg.startswith("--out=")
-    ]
-    command = [sys.executable, "-m", "experiments.pbt_minatar", *args, f"--out={tmp_path}"]
+    args = makefile_command("experiments.pbt_minatar", "report", out=tmp_path)
+    command = [sys.executable, "-m", "experiments.pbt_minatar", *args]
     result = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     committed = (repo / "leaderboards" / "minatar" / "pbt.md").read_text()

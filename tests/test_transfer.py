@@ -487,9 +487,8 @@ def test_experts_comparisons_with_different_names_share_an_output_dir(tmp_path, 
 
 def test_committed_minatar_transfer_vs_experts_is_up_to_date(tmp_path, monkeypatch, makefile_command):
     monkeypatch.chdir(REPO)  # the report names its normaliser by the path given, as `make leaderboards` does
-    args = makefile_command("impala_tf.transfer", "experts", "--suite=minatar")
-    args = [arg for arg in args if not arg.startswith("--out=")]
-    assert transfer.run(["transfer", *args, f"--out={tmp_path}"]) == 0
+    args = makefile_command("impala_tf.transfer", "experts", "--suite=minatar", out=tmp_path)
+    assert transfer.run(["transfer", *args]) == 0
     for name in ("transfer_vs_experts.md", "transfer_vs_experts.csv"):
         committed = REPO / "leaderboards" / "minatar" / name
         assert committed.read_text() == (tmp_path / name).read_text(), f"{name}: run `make leaderboards`"
