@@ -222,28 +222,29 @@ def compare_with_experts(
     if not games:
         raise TransferError(f"the multi-task agent and the experts share no game of suite {suite.name}")
 
-    def normalise(game: str, scores: Sequence[float]) -> np.ndarray:
+    low = high = None
+    if suite.normalisers is not None:
+        low = np.array([suite.normalisers[game].low for game in games])
+        high = np.array([suite.normalisers[game].high for game in games])
+
+    def points(k: int, scores: Sequence[float]) -> np.ndarray:
+        """Game k's scores in the difference's unit: normalised points, raw points without a normaliser."""
         scores = np.asarray(scores, dtype=np.float64)
-        if suite.normalisers is None:
-            return scores
-        low, high = suite.normalisers[game].low, suite.normalisers[game].high
-        return scoring.normalised_score(scores, low, high)
+        return scores if low is None else scoring.normalised_score(scores, low[k], high[k])
 
     # A side with one seed has no spread to resample: its interval would show only the other side's, so none.
     intervals = np.array(
         [
-            scoring.difference_interval(normalise(game, mt[game]), normalise(game, ex[game]))
+            scoring.difference_interval(points(k, mt[game]), points(k, ex[game]))
             if min(len(mt[game]), len(ex[game])) > 1
             else (np.nan, np.nan)
-            for game in games
+            for k, game in enumerate(games)
         ]
     )
     mt_scores = np.array([np.mean(mt[game]) for game in games])
     ex_scores = np.array([np.mean(ex[game]) for game in games])
     mt_norm = ex_norm = None
-    if suite.normalisers is not None:
-        low = np.array([suite.normalisers[game].low for game in games])
-        high = np.array([suite.normalisers[game].high for game in games])
+    if low is not None:
         mt_norm = scoring.normalised_score(mt_scores, low, high)
         ex_norm = scoring.normalised_score(ex_scores, low, high)
     missing = [game for game in suite.games if game not in games]
