@@ -243,9 +243,12 @@ def difference_interval(
     if candidate.size == 0 or baseline.size == 0:
         raise ValueError("each side needs at least one seed")
     rng = np.random.default_rng(seed)
-    resampled_candidate = candidate[rng.integers(0, candidate.size, (num_resamples, candidate.size))]
-    resampled_baseline = baseline[rng.integers(0, baseline.size, (num_resamples, baseline.size))]
-    differences = resampled_candidate.mean(axis=1) - resampled_baseline.mean(axis=1)
+
+    def resampled_means(runs: np.ndarray) -> np.ndarray:  # [num_resamples]: one side's bootstrap of its mean
+        resamples = stratified_bootstrap(runs[:, None], num_resamples, rng)
+        return np.concatenate([per_game_means(r)[:, 0] for r in resamples])
+
+    differences = resampled_means(candidate) - resampled_means(baseline)
     tail = 100.0 * (1.0 - confidence) / 2.0
     low, high = np.percentile(differences, [tail, 100.0 - tail])
     return float(low), float(high)
