@@ -52,8 +52,9 @@ flags.DEFINE_string("loop_suite", "atari5", "Suite of the full-loop runs.")
 LOOPS = {
     "shallow": (None, {"network": "shallow"}),
     "deep": (None, {"network": "deep"}),
-    # Batched A2C: one unroll per environment per update, so B = actors x envs (64 against the others' 32).
-    "shallow_synchronous": (None, {"network": "shallow", "synchronous": True, "batch_size": 64}),
+    # Batched A2C: one unroll per environment per update, so B = actors x envs (64 against the others' 32), which
+    # bench_loop sets from the loop's environments.
+    "shallow_synchronous": (None, {"network": "shallow", "synchronous": True}),
     # The MinAtar suite's defaults (its network, 2 x 30 environments, batches of 8): the issue-15 ablation grid's
     # configuration.
     "minatar": ("minatar", dict(suites.get_suite("minatar").default_flags)),
@@ -101,6 +102,9 @@ def _network(name: str) -> networks.ImpalaNetwork:
 
 WINDOWS = 3  # timing windows per stage measurement (1 with --quick)
 QUICK_UNROLL_LENGTH, QUICK_BATCH_SIZE = 5, 4
+# --quick loops start 8 environments per actor, not 32: an Atari loop's start-up (environments, first unrolls) is
+# most of a quick bench's time (~40 s of ~60 s per loop at 32), and --quick asserts only that the bench runs.
+QUICK_ENVS_PER_ACTOR = 8
 
 
 def _timed(fn, min_calls: int, min_secs: float, windows: int | None = None) -> float:
@@ -213,14 +217,10 @@ def bench_learner(
 def bench_loop(name: str, warmup_secs: float, window_secs: float, overrides: dict) -> dict:
     """The whole trainer in this process (loop `name` of LOOPS); frames/s of the learner over the window."""
     suite, loop_flags = LOOPS[name]
-    result = measure_loop(
-        suite or FLAGS.loop_suite,
-        [],
-        warmup_secs,
-        window_secs,
-        use_lstm=False,
-        **{**overrides, **loop_flags},
-    )
+    values = {**overrides, **loop_flags}
+    if values.get("synchronous"):
+        values["batch_size"] = values["num_actors"] * values["envs_per_actor"]
+    result = measure_loop(suite or FLAGS.loop_suite, [], warmup_secs, window_secs, use_lstm=False, **values)
     return {
         **result,
         "peak_rss_mb": peak_rss_mb(),
@@ -241,10 +241,15 @@ def peak_rss_mb() -> float:
 
 
 def loop_overrides(quick: bool) -> dict:
-    """Two actor threads with 32 environments each: the inference batch the inference row measures."""
+    """Two actor threads with 32 environments each: the inference batch the inference row measures (8 each and
+    tiny batches with --quick)."""
     overrides = {"num_actors": LOOP_ACTORS, "envs_per_actor": LOOP_ENVS_PER_ACTOR}
     if quick:
-        overrides.update(unroll_length=QUICK_UNROLL_LENGTH, batch_size=QUICK_BATCH_SIZE)
+        overrides.update(
+            envs_per_actor=QUICK_ENVS_PER_ACTOR,
+            unroll_length=QUICK_UNROLL_LENGTH,
+            batch_size=QUICK_BATCH_SIZE,
+        )
     return overrides
 
 
@@ -450,7 +455,7 @@ def main(argv):
     record(
         "loop_fps_shallow_synchronous",
         sync["fps"],
-        f"full loop shallow, synchronous (A2C), B={batch_size * 2}",
+        f"full loop shallow, synchronous (A2C), B={LOOP_ACTORS * loop_overrides(quick)['envs_per_actor']}",
     )
     record(
         "synchronous_over_async_shallow",
