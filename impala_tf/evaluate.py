@@ -33,7 +33,7 @@ from impala_tf import (
     writers,
 )
 from impala_tf.actor import ActingPolicy
-from impala_tf.envs.base import StepType
+from impala_tf.envs.base import BatchedTimeStep, StepType
 from impala_tf.rundir import UserError
 
 FLAGS = flags.FLAGS
@@ -53,9 +53,25 @@ def evaluation_spec(run_config: dict, where: Path) -> agent.RunSpec:
     return dataclasses.replace(spec, protocol=run_config.get("protocol"), num_actors=1, envs_per_actor=1)
 
 
+def _policy_rows(n: int) -> int:
+    """How many rows the policy steps while `n` games are unfinished: the next power of two, so that a compiled
+    policy step sees at most log2(N) batch sizes."""
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def _padded(rows: np.ndarray) -> np.ndarray:
+    """`rows`, then repeats of them up to the next power of two."""
+    return np.concatenate([rows, np.resize(rows, _policy_rows(len(rows)) - len(rows))])
+
+
 def play_games(spec: agent.RunSpec, policy_step, initial_state, episodes: int, seed: int) -> list[dict]:
     """Plays `episodes` whole games of every task; `policy_step(timestep, prev_action, task_id, state)` returns
-    (action, logits, state) like ActingPolicy.step. Returns one dict per game."""
+    (action, logits, state) like ActingPolicy.step (state None, or an array [2, N, H]). Returns one dict per game.
+
+    A finished game's environment is held (`BatchedEnv.hold`) and the policy steps only the unfinished ones
+    (padded to a power of two), so one long game, as a seaquest policy that never surfaces plays to the cap,
+    costs one environment's steps, not every environment's.
+    """
     num_tasks = spec.num_tasks
     task_ids = [task for task in range(num_tasks) for _ in range(episodes)]
     env = agent.make_env(spec, task_ids, seed, envs.evaluation_max_episode_frames(spec.suite))
@@ -67,13 +83,27 @@ def play_games(spec: agent.RunSpec, policy_step, initial_state, episodes: int, s
         timestep = env.reset()
         prev_action = np.zeros(n, np.int32)
         state = initial_state(n)
+        state = None if state is None else np.array(state)
+        # The environments the policy steps: rows[:live] (a superset of the unfinished ones), then padding.
+        rows, live = np.arange(n), n
         while not done.all():
-            action, _, state = policy_step(timestep, prev_action, task_id, state)
+            sub_action, _, sub_state = policy_step(
+                BatchedTimeStep(*(field[rows] for field in timestep)),
+                prev_action[rows],
+                task_id[rows],
+                None if state is None else state[:, rows],
+            )
+            action = np.zeros(n, np.int32)
+            action[rows[:live]] = sub_action[:live]
+            if state is not None:
+                state[:, rows[:live]] = sub_state[:, :live]
             timestep = env.step(action)
             prev_action = np.where(timestep.step_type == StepType.FIRST, 0, action).astype(np.int32)
+            finished = []
             for episode in env.pop_finished_episodes():
                 if not done[episode.env_index]:
                     done[episode.env_index] = True
+                    finished.append(episode.env_index)
                     results.append(
                         {
                             "task": spec.suite.games[episode.task_id],
@@ -81,6 +111,11 @@ def play_games(spec: agent.RunSpec, policy_step, initial_state, episodes: int, s
                             "frames": int(episode.episode_frames),
                         }
                     )
+            if finished:
+                env.hold(np.asarray(finished))
+                unfinished = np.flatnonzero(~done)
+                if len(unfinished) and _policy_rows(len(unfinished)) < len(rows):
+                    rows, live = _padded(unfinished), len(unfinished)
     finally:
         env.close()
     return results

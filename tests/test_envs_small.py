@@ -196,3 +196,53 @@ def test_evaluation_cuts_a_minatar_game_that_cannot_end_at_its_step_cap(monkeypa
 
     results = evaluate.play_games(spec, never_dive, lambda n: None, episodes=2, seed=0)
     assert [r["frames"] for r in results] == [300, 300] and all(r["score"] == 0 for r in results)
+
+
+def test_a_held_minatar_environment_is_not_stepped_until_the_next_reset():
+    env = minatar.MinAtarBatchedEnv(["breakout"], [0, 0, 0], seed=0)
+    timesteps = list(play(env, 5))
+    held_state = env._envs[1].state().copy()
+    env.hold(np.array([1]))
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        timestep = env.step(rng.integers(0, 6, 3, dtype=np.int32))
+        assert timestep.step_type[1] == MID and timestep.reward[1] == 0
+    assert np.array_equal(env._envs[1].state(), held_state)
+    assert all(episode.env_index != 1 for episode in env.pop_finished_episodes())
+    assert not np.array_equal(timesteps[-1].observation[0], timestep.observation[0])  # the others went on
+    env.reset()
+    env.step(np.ones(3, np.int32))
+    assert not np.array_equal(env._envs[1].state(), held_state)  # released
+
+
+def test_evaluation_steps_the_policy_only_on_unfinished_games_and_keeps_each_games_state(
+    monkeypatch, run_spec
+):
+    from impala_tf import evaluate
+
+    monkeypatch.setattr(minatar, "EVALUATION_MAX_EPISODE_STEPS", 300)
+    spec = run_spec(registry.get_suite("minatar").restrict(["breakout", "seaquest"]))
+    batch_sizes, steps_seen = [], {}
+
+    def initial_state(n):  # [2, N, 1]: (which environment, how many steps it has been played)
+        return np.stack([np.arange(n, dtype=np.float32), np.zeros(n, np.float32)])[..., None]
+
+    def no_op(
+        timestep, prev_action, task_id, state
+    ):  # breakout's ball falls; seaquest's submarine never dives
+        n = len(timestep.step_type)
+        batch_sizes.append(n)
+        state = state.copy()
+        state[1] += 1
+        for env_index, steps in zip(state[0, :, 0], state[1, :, 0], strict=True):
+            steps_seen[int(env_index)] = max(steps_seen.get(int(env_index), 0), int(steps))
+        return np.zeros(n, np.int32), np.zeros((n, 6), np.float32), state
+
+    results = evaluate.play_games(spec, no_op, initial_state, episodes=3, seed=0)
+    by_task = {task: [r["frames"] for r in results if r["task"] == task] for task in ("breakout", "seaquest")}
+    assert len(by_task["breakout"]) == 3 and max(by_task["breakout"]) < 300
+    assert by_task["seaquest"] == [300, 300, 300]
+    assert batch_sizes[0] == 6 and batch_sizes[-1] == 4  # the three seaquest games, padded to a power of two
+    assert batch_sizes == sorted(batch_sizes, reverse=True)
+    # Every environment's state came back to it: the seaquest games' (envs 3-5) counted all 300 of their steps.
+    assert [steps_seen[i] for i in (3, 4, 5)] == [300, 300, 300]

@@ -69,6 +69,11 @@ class BatchedEnv(abc.ABC):
     def pop_finished_episodes(self) -> list[EpisodeStats]:
         """Games that ended since the last call (whole games, raw score)."""
 
+    def hold(self, env_indices: np.ndarray) -> None:  # noqa: B027 - optional hook
+        """Environments whose steps nobody reads again (evaluation's finished games): an implementation may stop
+        stepping them, their rows of later timesteps then being stale. A hint only; the default steps them all."""
+        del env_indices
+
     def close(self) -> None:  # noqa: B027 - optional hook: most environments hold nothing to release
         return None
 

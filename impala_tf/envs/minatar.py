@@ -120,6 +120,7 @@ class MinAtarBatchedEnv(BatchedEnv):
         self._returns = np.zeros(n, np.float64)
         self._steps = np.zeros(n, np.int64)
         self._after_last = np.zeros(n, bool)
+        self._held = np.zeros(n, bool)  # not stepped: see hold()
         self._finished: deque[EpisodeStats] = deque(maxlen=100_000)  # bounded if nobody pops
 
     def observation_spec(self) -> specs.BoundedArray:
@@ -130,6 +131,11 @@ class MinAtarBatchedEnv(BatchedEnv):
 
     def legal_action_mask(self) -> np.ndarray:
         return self._legal.copy()
+
+    def hold(self, env_indices: np.ndarray) -> None:
+        """Stops stepping these environments (a game can last 100,000 steps while the others wait); `reset()`
+        releases them. Their rows of later timesteps are zeros, MID."""
+        self._held[np.asarray(env_indices, np.int64)] = True
 
     def _write_state(self, observation: np.ndarray, i: int) -> None:
         state = self._envs[i].state()
@@ -145,6 +151,7 @@ class MinAtarBatchedEnv(BatchedEnv):
         self._returns[:] = 0
         self._steps[:] = 0
         self._after_last[:] = False
+        self._held[:] = False
         zeros = np.zeros(n, np.float32)
         return BatchedTimeStep(np.full(n, _FIRST, np.uint8), zeros, zeros.copy(), observation)
 
@@ -160,6 +167,8 @@ class MinAtarBatchedEnv(BatchedEnv):
         step_type = np.full(n, _MID, np.uint8)
         discount = np.ones(n, np.float32)
         for i, env in enumerate(self._envs):
+            if self._held[i]:
+                continue
             if self._after_last[i]:
                 env.reset()
                 step_type[i], discount[i] = _FIRST, 0.0

@@ -42,5 +42,8 @@ class ScaledRewards(BatchedEnv):
     def pop_finished_episodes(self) -> list[EpisodeStats]:
         return self._env.pop_finished_episodes()
 
+    def hold(self, env_indices: np.ndarray) -> None:
+        self._env.hold(env_indices)
+
     def close(self) -> None:
         self._env.close()
