@@ -149,8 +149,8 @@ SETTINGS = (
         "the suite's default with three quarters of every batch replayed from the last 128 unrolls (4x the "
         "updates per frame again; the replay that solved Atari Pong): are the two games short of AC(λ) still "
         "short of updates?",
-        games=("space_invaders", "breakout"),
-        seeds=(1,),
+        games=("space_invaders", "breakout", "asterix", "freeway", "seaquest"),
+        seeds=(1, 2, 3),
     ),
 )
 
