@@ -69,7 +69,7 @@ def play_games(spec: agent.RunSpec, policy_step, initial_state, episodes: int, s
     (action, logits, state) like ActingPolicy.step (state None, or an array [2, N, H]). Returns one dict per game.
 
     A finished game's environment is held (`BatchedEnv.hold`) and the policy steps only the unfinished ones
-    (padded to a power of two), so one long game, as a seaquest policy that never surfaces plays to the cap,
+    (padded to a power of two), so one long game, as a seaquest submarine that never dives plays to the cap,
     costs one environment's steps, not every environment's.
     """
     num_tasks = spec.num_tasks
