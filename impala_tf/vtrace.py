@@ -102,6 +102,7 @@ def from_importance_weights(
       clip_rho_threshold: ρ̄ in ρ_t = min(ρ̄, π/μ); None disables clipping.
       clip_pg_rho_threshold: ρ̄_pg of the policy-gradient weight; None disables clipping.
       clip_c_threshold: c̄ in c_i = min(c̄, π/μ) (the paper uses 1); None disables clipping.
+      lambda_: λ in c_i = λ · min(c̄, π/μ) (the paper's section 4.1 remark); 1 is V-trace as in equation 1.
 
     Returns:
       VTraceReturns(vs [T, B], pg_advantages [T, B]), both with gradients stopped.
