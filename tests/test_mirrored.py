@@ -24,6 +24,7 @@ LSTM_SIZE = 8
 T, B = 4, 6
 NUM_DEVICES = 2
 NUM_STEPS = 3
+NUM_REPLAYED = 2  # of the B unrolls of the replay check's batch
 
 
 def time_major_batch(seed: int) -> Unroll:
@@ -144,6 +145,19 @@ def run_learners(out_path: str) -> None:
     for i, (saved, loaded) in enumerate(zip(state_of(mirrored), state_of(restored), strict=True)):
         results[f"restored_{i}"], results[f"saved_{i}"] = loaded[0], saved[0]
 
+    # Replay: the batch's last unrolls are replayed ones, which land in the second replica's half. The update is the
+    # single-device one, and every copy counts only the fresh unrolls' frames.
+    replay_single, replay_mirrored = make_learner(None, xla=False), make_learner(strategy, xla=False)
+    for target, source in zip(
+        replay_mirrored.network.variables, replay_single.network.variables, strict=True
+    ):
+        target.assign(source.numpy())
+    for name, learner in (("replay_single", replay_single), ("replay_mirrored", replay_mirrored)):
+        logs = learner.step(time_major_batch(11), num_replayed=NUM_REPLAYED)
+        results[f"{name}_logs"] = np.array([float(logs[k]) for k in log_names])
+        for i, copies in enumerate(state_of(learner)):
+            results[f"{name}_state_{i}"] = copies
+
     try:
         learner_lib.Learner(make_network(config, OBS_SHAPE), LossConfig(), optimizer, 1000, strategy=strategy)
     except ValueError as error:
@@ -189,6 +203,18 @@ def test_popart_statistics_and_counters_move_once_per_step_not_once_per_replica(
     np.testing.assert_allclose(mu[0], single[-6][0], rtol=1e-5)
     np.testing.assert_allclose(nu[0], single[-5][0], rtol=1e-5)
     assert np.all(mu[0] != 0.0)  # both tasks were in the batches, so both moved
+
+
+def test_a_batch_with_replayed_unrolls_updates_every_copy_as_one_device_and_counts_only_fresh_frames(child):
+    single, mirrored = states(child, "replay_single"), states(child, "replay_mirrored")
+    for one, copies in zip(single, mirrored, strict=True):
+        for copy in copies:
+            np.testing.assert_allclose(copy, one[0], rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        child["replay_mirrored_logs"], child["replay_single_logs"], rtol=2e-5, atol=1e-6
+    )
+    num_frames = mirrored[-3]
+    assert num_frames.tolist() == [T * (B - NUM_REPLAYED) * 4] * NUM_DEVICES
 
 
 def test_xla_compiled_replicas_give_the_same_update(child):
