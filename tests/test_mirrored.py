@@ -89,6 +89,10 @@ def run_learners(out_path: str) -> None:
             strategy=strategy,
         )
 
+    def copy_weights(source, target):
+        for to, value in zip(target.network.variables, source.network.variables, strict=True):
+            to.assign(value.numpy())
+
     def state_of(learner):
         """Every variable the step writes, each as [num_copies, ...]."""
         variables = [
@@ -118,8 +122,7 @@ def run_learners(out_path: str) -> None:
     mirrored = make_learner(strategy, xla=False)
     mirrored_xla = make_learner(strategy, xla=True)
     for learner in (mirrored, mirrored_xla):
-        for target, source in zip(learner.network.variables, single.network.variables, strict=True):
-            target.assign(source.numpy())
+        copy_weights(single, learner)
 
     log_names = ("total_loss", "pg_loss", "entropy", "mean_vs", "grad_norm", "learning_rate", "nonfinite")
     for name, learner in (("single", single), ("mirrored", mirrored), ("mirrored_xla", mirrored_xla)):
@@ -148,10 +151,7 @@ def run_learners(out_path: str) -> None:
     # Replay: the batch's last unrolls are replayed ones, which land in the second replica's half. The update is the
     # single-device one, and every copy counts only the fresh unrolls' frames.
     replay_single, replay_mirrored = make_learner(None, xla=False), make_learner(strategy, xla=False)
-    for target, source in zip(
-        replay_mirrored.network.variables, replay_single.network.variables, strict=True
-    ):
-        target.assign(source.numpy())
+    copy_weights(replay_single, replay_mirrored)
     for name, learner in (("replay_single", replay_single), ("replay_mirrored", replay_mirrored)):
         logs = learner.step(time_major_batch(11), num_replayed=NUM_REPLAYED)
         results[f"{name}_logs"] = np.array([float(logs[k]) for k in log_names])
