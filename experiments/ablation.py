@@ -49,6 +49,7 @@ CORRECTIONS = {  # --correction value -> the paper's row name
 }
 HIGH_LAG_REFRESH = 20
 REPLAY_FLAGS = ("--replay_capacity=800", "--replay_fraction=0.5")
+NO_REPLAY = "--replay_capacity=0"  # pinned: the cells without replay stay so whatever the suite's default becomes
 FRAMES = 2_000_000
 SEEDS = (1, 2, 3)
 # The paper's V-trace (λ = 1) and the suite's batches of 8 unrolls, pinned whatever the suite's defaults become.
@@ -86,10 +87,9 @@ class Cell:
     def flags(self) -> tuple[str, ...]:
         if self.correction is None:
             # One unroll per environment per update: B = 2 actors x 30 environments.
-            return (*COMMON_FLAGS, "--synchronous", "--batch_size=60")
+            return (*COMMON_FLAGS, "--synchronous", "--batch_size=60", NO_REPLAY)
         out = [*COMMON_FLAGS, ASYNC_BATCH, f"--correction={self.correction}"]
-        if self.replay:
-            out += REPLAY_FLAGS
+        out += REPLAY_FLAGS if self.replay else (NO_REPLAY,)
         if self.high_lag:
             out.append(f"--param_refresh_unrolls={HIGH_LAG_REFRESH}")
         return tuple(out)

@@ -51,6 +51,7 @@ BASE = (
     "--normsprop_debias",
     "--unroll_length=20",
     "--batch_size=32",
+    "--replay_capacity=0",
 )
 
 
@@ -109,13 +110,13 @@ SETTINGS = (
     ),
     Setting(
         "lambda0.8_debias",
-        (*BASE[:3], "--rmsprop_debias", "--vtrace_lambda=0.8", "--batch_size=32"),
+        (*BASE[:3], "--rmsprop_debias", "--vtrace_lambda=0.8", "--batch_size=32", "--replay_capacity=0"),
         "RMSProp debiased: the first updates' steps are lr, not up to 10 lr (the early entropy collapse)",
         seeds=(1,),
     ),
     Setting(
         "lambda0.8_replay",
-        (*BASE, "--vtrace_lambda=0.8", "--replay_capacity=3200", "--replay_fraction=0.5"),
+        _with(BASE, vtrace_lambda=0.8, replay_capacity=3200, replay_fraction=0.5),
         "twice the updates per environment frame (half of each batch replayed)",
         seeds=(1,),
     ),

@@ -67,7 +67,7 @@ class Run:
 
 # The MinAtar suite's defaults when the experts and the multi-task agent were first run, pinned so that a later
 # change of default (see experiments/minatar_sweep.py) does not change what these experiments are.
-_MINATAR_V1 = ("--vtrace_lambda=1.0", "--normsprop_debias", "--batch_size=32")
+_MINATAR_V1 = ("--vtrace_lambda=1.0", "--normsprop_debias", "--batch_size=32", "--replay_capacity=0")
 
 
 def _tuning6_runs(flags: tuple[str, ...], agent: str) -> list[Run]:
@@ -187,7 +187,8 @@ def _minatar_multitask_batch8() -> list[Run]:
     """The multi-task agent at the suite's defaults since the sweep (V-trace λ = 0.5, batches of 8), pinned; its
     experts are the sweep's `lambda0.5_batch8_<game>_s<seed>` runs."""
     return _multitask_runs(
-        ("--vtrace_lambda=0.5", "--batch_size=8"), "impala_tf_minatar_multitask_lambda0.5_batch8"
+        ("--vtrace_lambda=0.5", "--batch_size=8", "--replay_capacity=0"),
+        "impala_tf_minatar_multitask_lambda0.5_batch8",
     )
 
 

@@ -172,6 +172,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "rmsprop_debias": False,
         "max_grad_norm": 40.0,
         "vtrace_lambda": 1.0,
+        "replay_capacity": 0,  # the paper's agents learn from fresh unrolls only (replay is section 5.2.1's ablation)
     },
 }
 flags.DEFINE_enum(

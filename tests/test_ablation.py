@@ -18,7 +18,12 @@ def test_the_grid_is_four_corrections_by_replay_by_lag_plus_the_synchronous_row(
     cells = ablation.cells()
     assert len(cells) == 4 * 2 * 2 + 1 and len({c.name for c in cells}) == len(cells)
     by_name = {c.name: c for c in cells}
-    assert by_name["vtrace"].flags == ("--vtrace_lambda=1.0", "--batch_size=8", "--correction=vtrace")
+    assert by_name["vtrace"].flags == (
+        "--vtrace_lambda=1.0",
+        "--batch_size=8",
+        "--correction=vtrace",
+        ablation.NO_REPLAY,
+    )
     assert by_name["none_replay_highlag"].flags == (
         "--vtrace_lambda=1.0",
         "--batch_size=8",
@@ -30,6 +35,8 @@ def test_the_grid_is_four_corrections_by_replay_by_lag_plus_the_synchronous_row(
     # Every cell runs the paper's V-trace λ = 1 and one batch size per cell, whatever the suite's defaults become.
     assert all("--vtrace_lambda=1.0" in c.flags for c in cells)
     assert all(sum(flag.startswith("--batch_size=") for flag in c.flags) == 1 for c in cells)
+    # ... and replay only where the cell says so.
+    assert all((ablation.NO_REPLAY not in c.flags) == c.replay for c in cells)
 
 
 def _run(path: Path, agent: str, seed: int, score: float) -> None:

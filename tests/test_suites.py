@@ -156,9 +156,11 @@ def test_paper_preset_gives_table_g1_over_suite_defaults_but_not_over_the_comman
         values[flag.name] = copy.deepcopy(flag)
     values.set_default("learning_rate", 0.01)  # a suite's default
     values.set_default("entropy_cost", 0.05)
+    values.set_default("replay_capacity", 128)
     values(["prog", "--preset=paper", "--batch_size=8"])
     config.apply_preset(values)
     assert values.learning_rate == 6e-4 and values.entropy_cost == 0.01
+    assert values.replay_capacity == 0  # the paper's agents learn from fresh unrolls only
     assert values.rmsprop_epsilon == 0.01 and values.rmsprop_initial_mean_square == 1.0
     assert values.batch_size == 8  # the command line wins
 
