@@ -49,7 +49,8 @@ CORRECTIONS = {  # --correction value -> the paper's row name
 }
 HIGH_LAG_REFRESH = 20
 REPLAY_FLAGS = ("--replay_capacity=800", "--replay_fraction=0.5")
-NO_REPLAY = "--replay_capacity=0"  # pinned: the cells without replay stay so whatever the suite's default becomes
+# Pinned: the cells without replay stay so whatever the suite's default becomes.
+NO_REPLAY = "--replay_capacity=0"
 FRAMES = 2_000_000
 SEEDS = (1, 2, 3)
 # The paper's V-trace (λ = 1) and the suite's batches of 8 unrolls, pinned whatever the suite's defaults become.
