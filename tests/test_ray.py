@@ -316,6 +316,37 @@ def _break_env(env, after_steps: int) -> None:
     env.step = breaking_step
 
 
+@pytest.mark.timeout(600)  # ~4 min beside two training runs on 2 cores
+def test_a_ray_run_with_replay_mixes_older_unrolls_into_its_batches_and_counts_only_fresh_frames(tmp_path):
+    """Replay sits in the learner's input pipeline, after the runtime: the same buffer behind Ray actors."""
+    logdir = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "suites.catch",
+        f"--logdir={logdir}",
+        "--runtime=ray",
+        "--num_actors=2",
+        "--envs_per_actor=4",
+        "--actor_cpus=0.5",
+        "--total_frames=2400",
+        "--replay_capacity=24",
+        "--replay_fraction=0.5",
+        "--progress_every_secs=1",
+    ]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=540)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    progress = [line for line in done.stdout.splitlines() if line.startswith("frames ")]
+    last = dict(re.findall(r"\b(replay|replay_age) ([\d.]+)", progress[-1]))
+    assert float(last["replay"]) == 24  # the buffer filled to its capacity
+    assert float(last["replay_age"]) > 1.0  # replayed unrolls are older than the fresh ones of the same batch
+    # The first batch is all fresh (16 unrolls x 10 steps); once the buffer holds a batch, half of every batch is
+    # replayed: 8 fresh unrolls, 80 frames an update. 1 + (2400 - 160) / 80 = 29 updates, not the 15 that
+    # counting replayed frames would give.
+    updates = int(re.search(r"done: [\d,]+ frames, ([\d,]+) updates", done.stdout)[1].replace(",", ""))
+    assert 28 <= updates <= 30, done.stdout[-2000:]
+
+
 @pytest.mark.slow
 def test_catch_learns_on_a_two_node_ray_cluster(tmp_path):
     """The trainer joins a cluster of two simulated nodes (one actor each) and learns as the local runtime."""
