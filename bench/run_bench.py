@@ -253,9 +253,12 @@ def loop_overrides(quick: bool) -> dict:
     return overrides
 
 
-def bench_minatar_stages(secs: float, unroll_length: int, batch_size: int) -> dict[str, float]:
+def bench_minatar_stages(
+    secs: float, unroll_length: int, batch_size: int, fresh_per_batch: int
+) -> dict[str, float]:
     """The MinAtar loop's stages alone (frames/s): one actor's environments (the suite's 30, five games),
-    inference with the suite's network on that batch, and the learner's step."""
+    inference with the suite's network on that batch, and the learner's step. The learner's rate counts the
+    `fresh_per_batch` unrolls of each batch that are not replayed, as the loop's frames/s does."""
     suite = rundir.resolve_suite("minatar", [])
     num_envs = LOOPS["minatar"][1]["envs_per_actor"]
     env = envs.make_batched_env(suite, [0], seed=0)  # only for the specs
@@ -291,7 +294,7 @@ def bench_minatar_stages(secs: float, unroll_length: int, batch_size: int) -> di
     return {
         "env": bench_minatar(num_envs, secs),
         "inference": num_envs / infer_secs,
-        "learner": unroll_length * batch_size / learn_secs,
+        "learner": unroll_length * fresh_per_batch / learn_secs,
     }
 
 
@@ -464,14 +467,20 @@ def main(argv):
     )
 
     # MinAtar: the ablation grid's loop against its own limit (MinAtar's frames are its steps).
-    minatar_batch = LOOPS["minatar"][1]["batch_size"]
-    stages = bench_minatar_stages(1.0 if quick else 2.0, unroll_length, minatar_batch)
+    minatar_flags = LOOPS["minatar"][1]
+    minatar_batch = minatar_flags["batch_size"]
+    minatar_fresh = minatar_batch - (
+        replay.num_replayed(minatar_batch, minatar_flags.get("replay_fraction", FLAGS.replay_fraction))
+        if minatar_flags.get("replay_capacity")
+        else 0
+    )
+    stages = bench_minatar_stages(1.0 if quick else 2.0, unroll_length, minatar_batch, minatar_fresh)
     record("env_fps_minatar", stages["env"], "env: MinAtar, 5 games x 6 envs = one actor's 30 (steps/s)")
     record("infer_fps_minatar", stages["inference"], "inference minatar network, B=30 (frames/s)")
     record(
         "learn_fps_minatar",
         stages["learner"],
-        f"learner minatar, T={unroll_length} B={minatar_batch} (frames/s)",
+        f"learner minatar, T={unroll_length} B={minatar_batch}, {minatar_fresh} fresh (fresh frames/s)",
     )
     minatar = loop_in_fresh_process("minatar")
     loop_rss.append(minatar["peak_rss_mb"])
