@@ -77,16 +77,17 @@ test-tf-agents: setup $(TFA_STAMP)
 	TF_USE_LEGACY_KERAS=1 IMPALA_TF_EXPORT_PYTHON=$(CURDIR)/$(PY) $(TFA_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/tf_agents
 
 # Single-game MinAtar experts of the sweep, 5 games x 3 seeds each: the suite's default (V-trace lambda 0.5,
-# batches of 8) and the default before it (batches of 32).
+# batches of 8, three quarters of each replayed) and the two defaults before it (no replay; batches of 32).
 comma := ,
 minatar_sweep_runs = $(subst $() ,$(comma),$(strip $(foreach game,asterix breakout freeway seaquest space_invaders,$(foreach seed,1 2 3,leaderboards/inputs/minatar_sweep/$(1)_$(game)_s$(seed)))))
-MINATAR_DEFAULT_EXPERTS := $(call minatar_sweep_runs,lambda0.5_batch8)
+MINATAR_DEFAULT_EXPERTS := $(call minatar_sweep_runs,lambda0.5_batch8_replay0.75)
+MINATAR_BATCH8_EXPERTS := $(call minatar_sweep_runs,lambda0.5_batch8)
 MINATAR_BATCH32_EXPERTS := $(call minatar_sweep_runs,lambda0.5)
 
 leaderboards: setup
 	$(PY) -m impala_tf.leaderboard --suite=atari57 --reference=impala_paper,machado_repro --out=leaderboards/atari57
 	$(PY) -m impala_tf.transfer experts --suite=atari57 --multitask=impala_deep_multitask --experts=impala_deep_experts --out=leaderboards/atari57
-	$(PY) -m impala_tf.leaderboard --suite=minatar --runs=leaderboards/inputs/minatar/multitask,leaderboards/inputs/minatar_experts,leaderboards/inputs/minatar_multitask,$(MINATAR_DEFAULT_EXPERTS),$(MINATAR_BATCH32_EXPERTS),leaderboards/inputs/minatar_pbt/pbt --scores=leaderboards/inputs/minatar/published_scores.csv --normaliser=leaderboards/inputs/minatar/normaliser.csv --reference=none --out=leaderboards/minatar
+	$(PY) -m impala_tf.leaderboard --suite=minatar --runs=leaderboards/inputs/minatar/multitask,leaderboards/inputs/minatar_experts,leaderboards/inputs/minatar_multitask,$(MINATAR_DEFAULT_EXPERTS),$(MINATAR_BATCH8_EXPERTS),$(MINATAR_BATCH32_EXPERTS),leaderboards/inputs/minatar_pbt/pbt --scores=leaderboards/inputs/minatar/published_scores.csv --normaliser=leaderboards/inputs/minatar/normaliser.csv --reference=none --out=leaderboards/minatar
 	$(PY) -m impala_tf.transfer experts --suite=minatar --normaliser=leaderboards/inputs/minatar/normaliser.csv --multitask=leaderboards/inputs/minatar_multitask --experts=leaderboards/inputs/minatar_experts --out=leaderboards/minatar
 	$(PY) -m experiments.transfer_matrix --notrain --suite=minatar --games=breakout,space_invaders,asterix --frames=500000 --seeds=1,2 --train_args=--learning_rate=0.002 --eval_episodes=20 --workdir=leaderboards/inputs/minatar/transfer --out=leaderboards/minatar
 	$(PY) -m experiments.minatar_popart report --workdir=leaderboards/inputs/minatar/popart --normaliser=leaderboards/inputs/minatar/normaliser.csv --out=leaderboards/minatar
