@@ -316,16 +316,16 @@ def _break_env(env, after_steps: int) -> None:
     env.step = breaking_step
 
 
-@pytest.mark.timeout(600)  # ~4 min beside two training runs on 2 cores
+def _catch_on_ray(logdir: Path, *flags: str) -> list[str]:
+    """The command line of a Catch training run with the Ray runtime."""
+    return [sys.executable, "-m", "suites.catch", f"--logdir={logdir}", "--runtime=ray", *flags]
+
+
+@pytest.mark.timeout(600)  # 23 s alone, ~4 min beside two training runs on 2 cores
 def test_a_ray_run_with_replay_mixes_older_unrolls_into_its_batches_and_counts_only_fresh_frames(tmp_path):
     """Replay sits in the learner's input pipeline, after the runtime: the same buffer behind Ray actors."""
-    logdir = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "suites.catch",
-        f"--logdir={logdir}",
-        "--runtime=ray",
+    command = _catch_on_ray(
+        tmp_path / "run",
         "--num_actors=2",
         "--envs_per_actor=4",
         "--actor_cpus=0.5",
@@ -333,7 +333,7 @@ def test_a_ray_run_with_replay_mixes_older_unrolls_into_its_batches_and_counts_o
         "--replay_capacity=24",
         "--replay_fraction=0.5",
         "--progress_every_secs=1",
-    ]
+    )
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=540)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     progress = [line for line in done.stdout.splitlines() if line.startswith("frames ")]
@@ -360,12 +360,8 @@ def test_catch_learns_on_a_two_node_ray_cluster(tmp_path):
     try:
         cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
         logdir = tmp_path / "run"
-        command = [
-            sys.executable,
-            "-m",
-            "suites.catch",
-            f"--logdir={logdir}",
-            "--runtime=ray",
+        command = _catch_on_ray(
+            logdir,
             f"--ray_address={cluster.address}",
             "--total_frames=60000",
             "--learning_rate=0.01",
@@ -373,7 +369,7 @@ def test_catch_learns_on_a_two_node_ray_cluster(tmp_path):
             "--envs_per_actor=8",
             "--actor_cpus=1",
             "--progress_every_secs=5",
-        ]
+        )
         started = time.monotonic()
         done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=400)
         elapsed = time.monotonic() - started
