@@ -48,7 +48,8 @@ _ATARI57_FLAGS = {"network": "deep", "envs_per_actor": 57}  # the paper's multi-
 # frames above λ = 1 on four games, level on freeway); batches of 8 unrolls, not 32: 4x the updates per frame
 # (AC(λ) updates every step), and seaquest 52-72 against 6-8 with batches of 32, at or above batch 32 on the rest;
 # three quarters of every batch replayed from the last 128 unrolls (4x the updates per fresh frame again): breakout
-# ~3x and space_invaders past AC(λ), the other three level, at about twice the learner's time per frame.
+# ~3x and space_invaders to AC(λ), seaquest and freeway level or higher, asterix ~15 % lower; at or above AC(λ) on all
+# five, at about twice the learner's time per fresh frame.
 # Three seeds each: leaderboards/inputs/minatar_sweep/README.md.
 _MINATAR_FLAGS: dict[str, Any] = {
     "network": "minatar",
