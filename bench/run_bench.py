@@ -254,11 +254,12 @@ def loop_overrides(quick: bool) -> dict:
 
 
 def bench_minatar_stages(
-    secs: float, unroll_length: int, batch_size: int, fresh_per_batch: int
+    secs: float, unroll_length: int, batch_size: int, fresh_per_batch: int, xla: bool
 ) -> dict[str, float]:
     """The MinAtar loop's stages alone (frames/s): one actor's environments (the suite's 30, five games),
-    inference with the suite's network on that batch, and the learner's step. The learner's rate counts the
-    `fresh_per_batch` unrolls of each batch that are not replayed, as the loop's frames/s does."""
+    inference with the suite's network on that batch, and the learner's step, with the loop's XLA setting. The
+    learner's rate counts the `fresh_per_batch` unrolls of each batch that are not replayed, as the loop's
+    frames/s does."""
     suite = rundir.resolve_suite("minatar", [])
     num_envs = LOOPS["minatar"][1]["envs_per_actor"]
     env = envs.make_batched_env(suite, [0], seed=0)  # only for the specs
@@ -271,7 +272,7 @@ def bench_minatar_stages(
             networks.NetworkConfig(torso="minatar", use_lstm=False, num_actions=num_actions), obs_shape
         )
 
-    policy = ActingPolicy(network(), seed=0, xla=config.use_xla("auto"))
+    policy = ActingPolicy(network(), seed=0, xla=xla)
     timestep = BatchedTimeStep(
         np.ones(num_envs, np.uint8),
         np.zeros(num_envs, np.float32),
@@ -287,7 +288,7 @@ def bench_minatar_stages(
         learner_lib.OptimizerConfig(),
         total_frames=10**12,
         frames_per_step=1,
-        xla=config.use_xla("auto"),
+        xla=xla,
     )
     batch = synthetic_batch(unroll_length, batch_size, 0, obs_shape=obs_shape, num_actions=num_actions)
     learn_secs = _timed(lambda: learner.step(batch), 10, secs)
@@ -474,13 +475,17 @@ def main(argv):
         if minatar_flags.get("replay_capacity")
         else 0
     )
-    stages = bench_minatar_stages(1.0 if quick else 2.0, unroll_length, minatar_batch, minatar_fresh)
+    minatar_xla = config.use_xla(minatar_flags.get("xla", "auto"))
+    stages = bench_minatar_stages(
+        1.0 if quick else 2.0, unroll_length, minatar_batch, minatar_fresh, minatar_xla
+    )
     record("env_fps_minatar", stages["env"], "env: MinAtar, 5 games x 6 envs = one actor's 30 (steps/s)")
     record("infer_fps_minatar", stages["inference"], "inference minatar network, B=30 (frames/s)")
     record(
         "learn_fps_minatar",
         stages["learner"],
-        f"learner minatar, T={unroll_length} B={minatar_batch}, {minatar_fresh} fresh (fresh frames/s)",
+        f"learner minatar, T={unroll_length} B={minatar_batch}, {minatar_fresh} fresh, xla={minatar_xla} "
+        "(fresh frames/s)",
     )
     minatar = loop_in_fresh_process("minatar")
     loop_rss.append(minatar["peak_rss_mb"])

@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -274,3 +276,15 @@ def test_equal_seeds_give_equal_initial_weights_and_other_seeds_differ(tmp_path)
     first, again, other = initial_weights(1), initial_weights(1), initial_weights(2)
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     assert not any(np.array_equal(a, b) for a, b in zip(first, other, strict=True) if a.std() > 0)
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "true"), ("false", "false")])
+def test_importing_the_package_chooses_tensorflows_bfc_cpu_allocator_unless_the_environment_says(
+    given, expected
+):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPU_ALLOCATOR_USE_BFC"}
+    if given is not None:
+        env["TF_CPU_ALLOCATOR_USE_BFC"] = given
+    code = "import os, impala_tf; print(os.environ['TF_CPU_ALLOCATOR_USE_BFC'])"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == expected
