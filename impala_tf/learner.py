@@ -300,7 +300,8 @@ class Learner(tf.Module):
         return linear_learning_rate(self.optimizer_config.learning_rate, self.num_frames, self.total_frames)
 
     def step(self, batch: Unroll, num_replayed: int | tf.Tensor = 0) -> dict[str, tf.Tensor]:
-        """One update on a time-major batch; returns scalar logs (loss terms, grad_norm, learning_rate, ...).
+        """One update on a time-major batch; returns scalar logs (loss terms, grad_norm, learning_rate, ...) and
+        the counters `num_updates` and `num_frames` after it.
 
         `batch` fields are `[T+1, B, ...]` (task_id, policy_version `[B]`; agent_state `[2, B, H]`), with the
         dtypes of `impala_tf.unroll.unroll_dtypes` (observation uint8 all the way into the network). With a
@@ -472,6 +473,9 @@ class Learner(tf.Module):
             learning_rate=learning_rate,
             nonfinite=nonfinite,
             nonfinite_streak=tf.cast(self.nonfinite_streak.read_value(), tf.float32),
+            # The counters after this step, so that the learner's loop needs no variable reads of its own.
+            num_updates=self.num_updates.read_value(),
+            num_frames=self.num_frames.read_value(),
         )
         if self.uses_popart:
             logs["popart_mean_sigma"] = tf.reduce_mean(

@@ -50,9 +50,9 @@ def pack_frames(observation: np.ndarray) -> PackedFrames | np.ndarray:
     if observation.ndim != 4 or observation.shape[-1] < 2:
         return observation
     shifted = np.all(observation[1:, ..., :-1] == observation[:-1, ..., 1:], axis=(1, 2, 3))  # [T]
-    whole = {t + 1: observation[t + 1].copy() for t in np.flatnonzero(~shifted)}
-    if len(whole) == len(shifted):  # no step shares frames: not a frame stack
+    if not shifted.any():  # no step shares frames: not a frame stack
         return observation
+    whole = {t + 1: observation[t + 1].copy() for t in np.flatnonzero(~shifted)}
     return PackedFrames(observation[0].copy(), observation[1:, ..., -1].copy(), whole)
 
 

@@ -265,16 +265,16 @@ class Trainer:
         # Held until the run is stopped: dropping a tf.data iterator waits for the generator call in flight, which
         # with synchronous actors only the stop ends (no unroll comes before the next update).
         batches = iter(dataset)
+        updates = int(self.learner.num_updates.numpy())
         try:
             runtime.start()
             # The loop: actors -> batches -> one learner update -> parameters published to the actors.
             for batch, num_replayed in batches:
-                monitor.on_batch(
-                    batch.policy_version.numpy(), int(num_replayed), int(self.learner.num_updates.numpy())
-                )
+                monitor.on_batch(batch.policy_version.numpy(), int(num_replayed), updates)
                 runtime.before_update()  # actors asking for parameters now get this update's result
                 logs = self.learner.step(batch, num_replayed)
                 runtime.after_update()
+                updates, frames = int(logs.pop("num_updates")), int(logs.pop("num_frames"))
                 nonfinite_streak = nonfinite_streak + 1 if float(logs["nonfinite"]) else 0
                 if nonfinite_streak >= learner_lib.MAX_NONFINITE_STREAK:
                     _error(
@@ -283,7 +283,6 @@ class Trainer:
                     )
                     exit_code = EXIT_NONFINITE
                     break
-                frames = int(self.learner.num_frames.numpy())
                 monitor.on_update(frames, logs, runtime.stats())
                 if time.time() - last_checkpoint >= FLAGS.checkpoint_every_secs:
                     self.checkpoints.save()
