@@ -106,7 +106,7 @@ def main(argv):
     writers.atomic_write_json(out_dir / f"{stamp}_ray_cpu.json", results)
     print(json.dumps(results, sort_keys=True))
     sys.stdout.flush()
-    os._exit(0)  # actor threads and tf.data generators of the runs are daemonic; do not wait for them
+    os._exit(0)  # actor threads and learner-batch threads of the runs are daemonic; do not wait for them
 
 
 if __name__ == "__main__":

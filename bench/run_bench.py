@@ -41,7 +41,7 @@ from impala_tf.actor import ActingPolicy  # noqa: E402
 from impala_tf.envs.atari import default_num_threads  # noqa: E402
 from impala_tf.envs.base import BatchedTimeStep  # noqa: E402
 from impala_tf.losses import LossConfig  # noqa: E402
-from impala_tf.unroll import Unroll, batch_axis, unroll_dtypes, unroll_shapes  # noqa: E402
+from impala_tf.unroll import Unroll, batch_axis  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("quick", False, "Smoke test: tiny sizes and short windows (asserts only that it runs).")
@@ -179,16 +179,16 @@ def synthetic_batch(
 
 def bench_pipeline(unroll_length: int, batch_size: int, secs: float) -> float:
     """Frames/s of the learner's input pipeline alone: single unrolls (strided views of an actor's time-major
-    buffers, as actors emit them) into `trainer.make_dataset`'s time-major batches."""
+    buffers, as actors emit them) into `trainer.LearnerBatches`' time-major batches."""
     block = synthetic_batch(unroll_length, batch_size, state_size=0)
     block = Unroll(*(np.asarray(x) for x in block))
     unrolls = [
         Unroll(*(x[(slice(None),) * batch_axis(name) + (i,)] for name, x in block._asdict().items()))
         for i in range(batch_size)
     ]
-    shapes = unroll_shapes(unroll_length, OBS_SHAPE, NUM_ACTIONS, 0)
-    batches = iter(trainer.make_dataset(itertools.cycle(unrolls), shapes, unroll_dtypes(), batch_size))
+    batches = trainer.LearnerBatches(itertools.cycle(unrolls), batch_size)
     seconds = _timed(lambda: next(batches), 5, secs)
+    batches.close()
     return unroll_length * batch_size * FRAMES_PER_STEP / seconds
 
 
@@ -364,7 +364,7 @@ def main(argv):
     del argv
     if FLAGS.loop_only:
         print(json.dumps(run_loop_only(FLAGS.loop_only)), flush=True)
-        os._exit(0)  # actor threads and tf.data generators are daemonic; do not wait for them
+        os._exit(0)  # actor threads and learner-batch threads are daemonic; do not wait for them
     quick = FLAGS.quick
     results: dict = {"device": device_description(), "quick": quick}
 
@@ -519,7 +519,7 @@ def main(argv):
     atomic_write_json(out_dir / name, results)
     print(json.dumps(results, sort_keys=True))
     sys.stdout.flush()
-    os._exit(0)  # actor threads and tf.data generators of the loop runs are daemonic; do not wait for them
+    os._exit(0)  # actor threads and learner-batch threads of the loop runs are daemonic; do not wait for them
 
 
 if __name__ == "__main__":

@@ -1,17 +1,20 @@
 """The trainer: one agent across every task of a suite. Builds envs, network, learner and actors from flags, then
 runs the learner loop over unrolls that a runtime (local threads or Ray) delivers.
 
-    actors ──Unroll──▶ runtime transport ──▶ tf.data (batch, time-major, prefetch) ──▶ Learner.step ──▶ params
+    actors ──Unroll──▶ runtime transport ──▶ LearnerBatches (time-major, made ahead) ──▶ Learner.step ──▶ params
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import queue
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import keras
@@ -31,7 +34,7 @@ from impala_tf.rundir import (
     resolve_suite,
     versions,
 )
-from impala_tf.unroll import Unroll, batch_shapes, unroll_dtypes, unroll_shapes
+from impala_tf.unroll import Unroll, unroll_dtypes
 
 FLAGS = flags.FLAGS
 log = logging.getLogger("impala_tf")
@@ -62,31 +65,83 @@ def configure_intra_op_threads(threads: int, explicit: bool = False) -> None:
         )
 
 
-def make_dataset(
-    unrolls,
-    shapes: Unroll,
-    dtypes: Unroll,
-    batch_size: int,
-    device: str | None = None,
-    replay: replay_lib.ReplayBuffer | None = None,
-    replay_fraction: float = 0.0,
-) -> tf.data.Dataset:
-    """tf.data over an iterable of single unrolls (`shapes`: one unroll's): elements (time-major batch of B, number
-    of replayed unrolls in it: `replay.learner_batches`), prefetched (to `device`'s memory when given, e.g.
-    "/GPU:0": the host-to-device copy then overlaps the learner step). Batches are stacked in numpy, one copy
-    per batch straight into the learner's layout."""
-    shapes = batch_shapes(shapes, batch_size)
-    signature = (
-        Unroll(*(tf.TensorSpec(s, d) for s, d in zip(shapes, dtypes, strict=True))),
-        tf.TensorSpec((), tf.int32),
-    )
-    dataset = tf.data.Dataset.from_generator(
-        lambda: replay_lib.learner_batches(unrolls, batch_size, replay, replay_fraction),
-        output_signature=signature,
-    )
-    if device is not None:
-        return dataset.apply(tf.data.experimental.prefetch_to_device(device, buffer_size=2))
-    return dataset.prefetch(2)
+class LearnerBatches:
+    """The learner's input: (time-major batch of B as tensors, number of replayed unrolls in it) from an iterable
+    of single unrolls (`replay.learner_batches`), made `depth` batches ahead on a thread of its own: stacking and
+    the host-to-device copy (to `device` when given, e.g. "/GPU:0") overlap the learner step. Ends when the
+    unrolls end; an error in making a batch is raised by the `next` that would have returned it. `close()`
+    stops the thread.
+
+    A thread and a queue rather than tf.data: with `from_generator` the learner thread spent ~1.5 ms per batch
+    getting it, with this ~0.2 ms (bench/NOTES.md).
+    """
+
+    _END = object()
+
+    def __init__(
+        self,
+        unrolls: Iterable[Unroll],
+        batch_size: int,
+        device: str | None = None,
+        replay: replay_lib.ReplayBuffer | None = None,
+        replay_fraction: float = 0.0,
+        depth: int = 2,
+    ):
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._closed = threading.Event()
+        self._done = False
+        batches = replay_lib.learner_batches(unrolls, batch_size, replay, replay_fraction)
+        self._thread = threading.Thread(
+            target=self._fill, args=(batches, device), name="learner-batches", daemon=True
+        )
+        self._thread.start()
+
+    def _fill(self, batches: Iterator[tuple[Unroll, int]], device: str | None) -> None:
+        dtypes = unroll_dtypes()  # the contract's: one trace of the learner step, whatever a transport sent
+
+        def to_tensor(x, dtype):
+            # tf.identity under the device's scope: the host-to-device copy happens here, not in the step.
+            x = tf.convert_to_tensor(x, dtype)
+            return tf.identity(x) if device else x
+
+        try:
+            for batch, num_replayed in batches:
+                with tf.device(device) if device else contextlib.nullcontext():
+                    tensors = Unroll(*(to_tensor(x, d) for x, d in zip(batch, dtypes, strict=True)))
+                if not self._put((tensors, tf.constant(num_replayed, tf.int32))):
+                    return
+        except Exception as error:  # noqa: BLE001 - handed to the consumer, raised there
+            self._put(error)
+            return
+        self._put(self._END)
+
+    def _put(self, item) -> bool:
+        """Blocks while the queue is full; False once closed."""
+        while not self._closed.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> LearnerBatches:
+        return self
+
+    def __next__(self) -> tuple[Unroll, tf.Tensor]:
+        if self._done:
+            raise StopIteration
+        item = self._queue.get()
+        if item is self._END or isinstance(item, Exception):
+            self._done = True
+            if item is self._END:
+                raise StopIteration
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(timeout=10.0)  # a daemon: a source that never ends does not hold up the exit
 
 
 class Trainer:
@@ -248,12 +303,8 @@ class Trainer:
         runtime = self._make_runtime(stop, monitor.on_episode)
         # One GPU learner: batches wait in its memory. A mirrored learner splits them across its devices.
         one_gpu = self.learner.strategy is None and bool(tf.config.list_logical_devices("GPU"))
-        dataset = make_dataset(
+        batches = LearnerBatches(
             runtime.unrolls(),
-            unroll_shapes(
-                self.spec.unroll_length, self.obs_shape, self.num_actions, self.learner.network.state_size
-            ),
-            unroll_dtypes(),
             FLAGS.batch_size,
             device="/GPU:0" if one_gpu else None,
             replay=replay,
@@ -262,9 +313,6 @@ class Trainer:
         last_checkpoint = start = time.time()
         nonfinite_streak = 0
         exit_code = EXIT_OK
-        # Held until the run is stopped: dropping a tf.data iterator waits for the generator call in flight, which
-        # with synchronous actors only the stop ends (no unroll comes before the next update).
-        batches = iter(dataset)
         updates = int(self.learner.num_updates.numpy())
         try:
             runtime.start()
@@ -297,6 +345,7 @@ class Trainer:
         finally:
             stop.set()
             runtime.stop()
+            batches.close()  # after the stop, which ends the unrolls it waits on
             try:
                 episodes.close()
             except OSError:

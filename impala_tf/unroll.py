@@ -63,38 +63,9 @@ def unroll_dtypes() -> Unroll:
     )
 
 
-def unroll_shapes(
-    unroll_length: int, obs_shape: tuple[int, ...], num_actions: int, state_size: int
-) -> Unroll:
-    """Shapes of one unroll (no batch axis)."""
-    t1 = unroll_length + 1
-    return Unroll(
-        observation=(t1, *obs_shape),
-        step_type=(t1,),
-        reward=(t1,),
-        discount=(t1,),
-        prev_action=(t1,),
-        action=(t1,),
-        behaviour_logits=(t1, num_actions),
-        task_id=(),
-        agent_state=(2, state_size),
-        policy_version=(),
-    )
-
-
 def batch_axis(name: str) -> int:
     """Where a field's batch axis B sits in a learner batch: after time (and agent_state's h/c axis), else first."""
     return 1 if name in (*TIME_FIELDS, "agent_state") else 0
-
-
-def batch_shapes(shapes: Unroll, batch_size: int) -> Unroll:
-    """Shapes of a time-major batch of B unrolls, from the shapes of one (`unroll_shapes`)."""
-    return Unroll(
-        **{
-            name: (*shape[: batch_axis(name)], batch_size, *shape[batch_axis(name) :])
-            for name, shape in shapes._asdict().items()
-        }
-    )
 
 
 def stack_time_major(unrolls: list[Unroll]) -> Unroll:

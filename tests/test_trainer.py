@@ -1,5 +1,6 @@
 """Plain trainer behaviour, in process on Catch: what a run writes and how a second run resumes it."""
 
+import itertools
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ from absl.testing import flagsaver
 
 from impala_tf import config, rundir, trainer, writers
 from impala_tf.suites import get_suite
-from impala_tf.unroll import Unroll, unroll_dtypes, unroll_shapes
+from impala_tf.unroll import Unroll
 
 FLAGS = flags.FLAGS
 T, B = 5, 8  # frames per update: T x B (Catch has one frame per step)
@@ -184,12 +185,11 @@ def _numbered_unroll(k: int, t1: int = 4, state_size: int = 3) -> Unroll:
     )
 
 
-# "/CPU:0" takes the prefetch-to-device path that a GPU learner uses.
+# "/CPU:0" takes the copy-to-device path that a GPU learner uses.
 @pytest.mark.parametrize("device", [None, "/CPU:0"])
-def test_dataset_stacks_unrolls_time_major_in_arrival_order_and_drops_a_short_last_batch(device):
+def test_learner_batches_stack_unrolls_time_major_in_arrival_order_and_drop_a_short_last_batch(device):
     unrolls = [_numbered_unroll(k) for k in range(5)]
-    shapes = unroll_shapes(3, (2, 2, 1), 5, 3)
-    elements = list(trainer.make_dataset(unrolls, shapes, unroll_dtypes(), batch_size=2, device=device))
+    elements = list(trainer.LearnerBatches(unrolls, batch_size=2, device=device))
     assert len(elements) == 2  # the fifth unroll does not fill a batch
     assert [int(n) for _, n in elements] == [0, 0]  # nothing replayed without a buffer
     for b, (batch, _) in enumerate(elements):
@@ -204,6 +204,26 @@ def test_dataset_stacks_unrolls_time_major_in_arrival_order_and_drops_a_short_la
             np.testing.assert_array_equal(batch.agent_state.numpy()[:, j], unroll.agent_state)
             assert batch.task_id.numpy()[j] == unroll.task_id
             assert batch.policy_version.numpy()[j] == unroll.policy_version
+
+
+def test_learner_batches_raise_a_source_error_from_the_next_call_and_then_end():
+    def unrolls():
+        yield from (_numbered_unroll(k) for k in range(2))
+        raise OSError("transport gone")
+
+    batches = trainer.LearnerBatches(unrolls(), batch_size=2)
+    batch, _ = next(batches)
+    assert batch.policy_version.numpy().tolist() == [0, 10]
+    with pytest.raises(OSError, match="transport gone"):
+        next(batches)
+    assert list(batches) == []
+
+
+def test_closing_learner_batches_stops_their_thread_while_the_queue_is_full():
+    batches = trainer.LearnerBatches(itertools.repeat(_numbered_unroll(1)), batch_size=2, depth=1)
+    next(batches)
+    batches.close()
+    assert not batches._thread.is_alive()
 
 
 def test_auto_intra_op_threads_share_the_cores_between_local_actors_and_the_learner():

@@ -62,7 +62,7 @@ class UnrollQueue:
         return False
 
     def __iter__(self) -> Iterator[Unroll]:
-        """Yields unrolls until the run stops (the learner's tf.data generator)."""
+        """Yields unrolls until the run stops (the source of `trainer.LearnerBatches`)."""
         while not self._stop_event.is_set():
             try:
                 yield self._queue.get(timeout=_POLL_SECS)
