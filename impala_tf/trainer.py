@@ -69,8 +69,8 @@ class LearnerBatches:
     """The learner's input: (time-major batch of B as tensors, number of replayed unrolls in it) from an iterable
     of single unrolls (`replay.learner_batches`), made `depth` batches ahead on a thread of its own: stacking and
     the host-to-device copy (to `device` when given, e.g. "/GPU:0") overlap the learner step. Ends when the
-    unrolls end; an error in making a batch is raised by the `next` that would have returned it. `close()`
-    stops the thread.
+    unrolls end; an error in making a batch (one shaped unlike the first, say) is raised by the `next` that would
+    have returned it. `close()` stops the thread.
 
     A thread and a queue rather than tf.data: with `from_generator` the learner thread spent ~1.5 ms per batch
     getting it, with this ~0.2 ms (bench/NOTES.md).
@@ -104,8 +104,15 @@ class LearnerBatches:
             x = tf.convert_to_tensor(x, dtype)
             return tf.identity(x) if device else x
 
+        shapes = None  # the first batch's: a later one that differs is an error, not a retrace of the step
         try:
             for batch, num_replayed in batches:
+                shapes = shapes or [x.shape for x in batch]
+                for name, x, shape in zip(Unroll._fields, batch, shapes, strict=True):
+                    if x.shape != shape:
+                        raise ValueError(
+                            f"a learner batch's {name} has shape {x.shape}, the first had {shape}"
+                        )
                 with tf.device(device) if device else contextlib.nullcontext():
                     tensors = Unroll(*(to_tensor(x, d) for x, d in zip(batch, dtypes, strict=True)))
                 if not self._put((tensors, tf.constant(num_replayed, tf.int32))):

@@ -219,6 +219,16 @@ def test_learner_batches_raise_a_source_error_from_the_next_call_and_then_end():
     assert list(batches) == []
 
 
+def test_learner_batches_reject_a_batch_shaped_unlike_the_first():
+    wider = _numbered_unroll(2)._replace(behaviour_logits=np.zeros((4, 6), np.float32))
+    batches = trainer.LearnerBatches([_numbered_unroll(0), _numbered_unroll(1), wider, wider], batch_size=2)
+    next(batches)
+    with pytest.raises(
+        ValueError, match=r"behaviour_logits has shape \(4, 2, 6\), the first had \(4, 2, 5\)"
+    ):
+        next(batches)
+
+
 def test_closing_learner_batches_stops_their_thread_while_the_queue_is_full():
     batches = trainer.LearnerBatches(itertools.repeat(_numbered_unroll(1)), batch_size=2, depth=1)
     next(batches)
