@@ -34,6 +34,7 @@ from impala_tf.rundir import (
     resolve_suite,
     versions,
 )
+from impala_tf.runtime.local import put_unless_stopped
 from impala_tf.unroll import Unroll, unroll_dtypes
 
 FLAGS = flags.FLAGS
@@ -123,14 +124,7 @@ class LearnerBatches:
         self._put(self._END)
 
     def _put(self, item) -> bool:
-        """Blocks while the queue is full; False once closed."""
-        while not self._closed.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_unless_stopped(self._queue, item, self._closed)
 
     def __iter__(self) -> LearnerBatches:
         return self

@@ -34,6 +34,17 @@ class InjectedFault(RuntimeError):
     """The failure that IMPALA_TF_FAULT_RATE injects into actors."""
 
 
+def put_unless_stopped(bounded: queue.Queue, item, stop: threading.Event) -> bool:
+    """Puts `item`, blocking while `bounded` is full; returns False (nothing put) once `stop` is set."""
+    while not stop.is_set():
+        try:
+            bounded.put(item, timeout=_POLL_SECS)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
 class UnrollQueue:
     """Bounded FIFO of unrolls: a full queue blocks the actors (back-pressure), it never drops.
 
@@ -53,13 +64,7 @@ class UnrollQueue:
 
     def put(self, unroll: Unroll) -> bool:
         """Blocks while full; returns False if the run is stopping."""
-        while not self._stop_event.is_set():
-            try:
-                self._queue.put(unroll, timeout=_POLL_SECS)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_unless_stopped(self._queue, unroll, self._stop_event)
 
     def __iter__(self) -> Iterator[Unroll]:
         """Yields unrolls until the run stops (the source of `trainer.LearnerBatches`)."""
