@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from impala_tf.compiled import CompiledFunction
 from impala_tf.envs.base import BatchedEnv, BatchedTimeStep, EpisodeStats, StepType
 from impala_tf.unroll import Unroll
 
@@ -35,7 +36,7 @@ class ActingPolicy:
         self.version = -1
         self._seed = np.array([seed % 2**31, 0], np.int32)  # XLA's stateless sampling takes int32 seeds
         self._calls = 0
-        self._step = tf.function(self._step_impl, jit_compile=xla)
+        self._step = CompiledFunction(self._step_impl, jit_compile=xla)
 
     def _step_impl(self, observation, prev_action, reward, step_type, task_id, state, seed):
         output, new_state = self.network.step(observation, prev_action, reward, step_type, task_id, state)

@@ -46,6 +46,7 @@ import dataclasses
 import tensorflow as tf
 
 from impala_tf import popart
+from impala_tf.compiled import CompiledFunction
 from impala_tf.losses import LossConfig, impala_loss
 from impala_tf.networks import ImpalaNetwork
 from impala_tf.unroll import Unroll
@@ -278,7 +279,7 @@ class Learner(tf.Module):
                 self.popart_nu = tf.Variable(nu, trainable=False, name="popart_nu")
 
         if strategy is None:
-            self._compiled_step = tf.function(self._step, jit_compile=xla)
+            self._compiled_step = CompiledFunction(self._step, jit_compile=xla)
         else:
             self._replica_gradients = tf.function(self._gradients, jit_compile=xla)
             self._compiled_step = tf.function(self._mirrored_step)
