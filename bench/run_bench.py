@@ -51,7 +51,6 @@ flags.DEFINE_float("loop_secs", 60.0, "Measured window of each full-loop run (af
 flags.DEFINE_string("loop_suite", "atari5", "Suite of the full-loop runs.")
 
 
-# Full-loop runs, each in a fresh process: name -> (suite, training flags). None: --loop_suite.
 def _ablation_cell_flags(cell: ablation.Cell) -> dict:
     """The MinAtar suite's default flags with an ablation cell's command-line flags over them, as values."""
     values = dict(suites.get_suite("minatar").default_flags)
@@ -61,6 +60,7 @@ def _ablation_cell_flags(cell: ablation.Cell) -> dict:
     return values
 
 
+# Full-loop runs, each in a fresh process: name -> (suite, training flags). None: --loop_suite.
 LOOPS = {
     "shallow": (None, {"network": "shallow"}),
     "deep": (None, {"network": "deep"}),
