@@ -18,8 +18,8 @@ import tensorflow as tf
 class CompiledFunction:
     """`tf.function(fn, jit_compile=...)`, called through one concrete function per input signature.
 
-    Arguments may be nests (e.g. an `Unroll`) of tensors or numpy arrays; Python scalars are not allowed (a
-    tf.function would trace them as constants). A new signature traces once more, as tf.function would.
+    Arguments are nests (e.g. an `Unroll`) of tensors or numpy arrays; every leaf becomes a tensor, Python scalars
+    too (which a tf.function would trace as constants, one trace per value). A new signature traces once more.
     """
 
     def __init__(self, fn: Callable[..., Any], jit_compile: bool | None = None):
