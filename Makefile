@@ -27,7 +27,7 @@ test: setup
 	$(PY) -m pytest -q
 
 regression: setup
-	$(PY) -m pytest -q -m slow --timeout=3600  # about 2.5 h on 2 cores: Breakout alone is ~30 min
+	$(PY) -m pytest -q -m slow --timeout=3600  # about 2.7 h on 2 cores: Breakout alone is ~30 min
 
 run: setup
 	$(PY) -m suites.$(RUN_SUITE) --logdir=$(RUN_DIR) $(RUN_FLAGS)

@@ -1,7 +1,8 @@
 """Learning regressions (`make regression`; slow): real training runs through the binaries, with thresholds set
 from measured runs (numbers in the comments: seed, frames, measured score).
 
-- Multi-task MinAtar: one agent on the five games reaches per-game thresholds at 5M frames (paper optimiser).
+- Multi-task MinAtar: one agent on the five games reaches per-game thresholds at 5M frames, with the paper's
+  optimiser and at the suite's tuned settings.
 - Single-game experts with the default optimiser: Breakout (Atari, 10M frames) and MinAtar asterix (5M).
 - Off-policy correction: at a deliberately high policy lag (`--param_refresh_unrolls`), V-trace learns Catch
   where the uncorrected loss (`--correction=none`) does not, and beats it on MinAtar in the ablation's high-lag
@@ -64,14 +65,41 @@ MINATAR_FLAGS = ["--preset=paper", "--learning_rate=0.002"]
 MINATAR_THRESHOLDS = {"breakout": 3.0, "freeway": 5.0, "space_invaders": 35.0}
 
 
+def assert_multitask_minatar_reaches(
+    logdir: Path, train_flags: list[str], thresholds: dict[str, float]
+) -> None:
+    """Trains one MinAtar agent on the five games for MINATAR_FRAMES (seed 1) and checks its evaluation scores."""
+    args = ["suites.minatar", f"--logdir={logdir}", f"--total_frames={MINATAR_FRAMES}", "--seed=1"]
+    run_binary([*args, *train_flags], timeout=3000)
+    scores = evaluate(logdir, episodes=20)
+    below = {g: scores[g] for g, threshold in thresholds.items() if scores[g] < threshold}
+    assert not below, f"below thresholds {thresholds}: {below} (all scores: {scores})"
+
+
 @pytest.mark.slow
 def test_multitask_minatar_reaches_thresholds_at_5m_frames(tmp_path):
-    logdir = tmp_path / "minatar_seed1"
-    args = ["suites.minatar", f"--logdir={logdir}", f"--total_frames={MINATAR_FRAMES}", "--seed=1"]
-    run_binary([*args, *MINATAR_FLAGS], timeout=3000)
-    scores = evaluate(logdir, episodes=20)
-    below = {g: scores[g] for g, threshold in MINATAR_THRESHOLDS.items() if scores[g] < threshold}
-    assert not below, f"below thresholds {MINATAR_THRESHOLDS}: {below} (all scores: {scores})"
+    assert_multitask_minatar_reaches(tmp_path / "minatar_seed1", MINATAR_FLAGS, MINATAR_THRESHOLDS)
+
+
+# The multi-task agent at the suite's tuned settings, pinned as `make reproduce EXPERIMENT=minatar_multitask_batch8`
+# runs them (λ = 0.5, batches of 8, no replay), at a fifth of their budget: 5M frames, 1M per game. Training returns
+# of those 25M-frame runs at 5M frames (mean of the last 20 thinned rows per game, ~200 games; their learning rate
+# had annealed only 20 % there, where this run's reaches 0):
+#   seed 1: asterix 10.0, breakout 9.2, freeway 27.7, seaquest 1.6, space_invaders 49.0
+#   seed 2: asterix 7.8, breakout 13.0, freeway 11.2, seaquest 1.0, space_invaders 74.1
+# This test's own run (seed 1, 5M frames, 20 evaluation games per game; 10 min alone): asterix 13.55, breakout 4.9,
+# freeway 25.7, seaquest 0.75, space_invaders 66.4.
+# Thresholds sit about halfway between random (above) and the lowest of these, breakout's lower (its evaluation
+# here was half the training returns above); seaquest is not learned at this budget.
+MINATAR_TUNED_FLAGS = ["--vtrace_lambda=0.5", "--batch_size=8", "--replay_capacity=0"]
+MINATAR_TUNED_THRESHOLDS = {"asterix": 4.0, "breakout": 2.5, "freeway": 5.0, "space_invaders": 25.0}
+
+
+@pytest.mark.slow
+def test_multitask_minatar_at_the_tuned_settings_reaches_thresholds_at_5m_frames(tmp_path):
+    assert_multitask_minatar_reaches(
+        tmp_path / "minatar_tuned_seed1", MINATAR_TUNED_FLAGS, MINATAR_TUNED_THRESHOLDS
+    )
 
 
 # --- Single-game experts with the default optimiser ---------------------------------------------
