@@ -23,16 +23,16 @@ class CompiledFunction:
     """
 
     def __init__(self, fn: Callable[..., Any], jit_compile: bool | None = None):
-        self.function = tf.function(fn, jit_compile=jit_compile)
+        self._function = tf.function(fn, jit_compile=jit_compile)
         self._concrete: dict[tuple, Any] = {}
 
     def get_concrete_function(self, *args: Any) -> Any:
-        return self.function.get_concrete_function(*args)
+        return self._function.get_concrete_function(*args)
 
     def __call__(self, *args: Any) -> Any:
         tensors = tf.nest.map_structure(tf.convert_to_tensor, args)
         signature = tuple((tuple(t.shape), t.dtype) for t in tf.nest.flatten(tensors))
         concrete = self._concrete.get(signature)
         if concrete is None:
-            concrete = self._concrete[signature] = self.function.get_concrete_function(*tensors)
+            concrete = self._concrete[signature] = self._function.get_concrete_function(*tensors)
         return concrete(*tensors)
