@@ -29,7 +29,7 @@ class RunSpec:
     num_actors: int
     envs_per_actor: int
     env_threads: int = 0
-    xla: bool = True
+    xla: bool = True  # the actors' inference; the learner's is config.use_xla(..., learner=True)
     reward_scale: tuple[tuple[str, float], ...] = ()  # (game, factor) pairs; see --reward_scale
     param_refresh_unrolls: int = 1  # actors fetch parameters every K-th unroll (deliberate staleness)
     synchronous: bool = False  # on-policy (batched A2C): each unroll waits for the learner's next parameters

@@ -86,9 +86,10 @@ flags.DEFINE_bool(
 flags.DEFINE_enum(
     "xla",
     "auto",
-    ["auto", "on", "off"],
+    ["auto", "on", "off", "inference"],
     "jit-compile the learner step and the actors' inference with XLA. auto: on with a GPU, off on CPU, where "
-    "XLA measured 2-3x slower (bench/NOTES.md).",
+    "XLA measured 2-3x slower with the Atari networks; inference: the actors' inference only (the MinAtar suite's "
+    "default, whose learner step ran faster without it; bench/NOTES.md).",
 )
 flags.DEFINE_integer(
     "learner_devices", 1, "Learner replicas (tf.distribute.MirroredStrategy when > 1; 0: every visible GPU)."
@@ -308,9 +309,12 @@ def flag_values_dict() -> dict[str, Any]:
     return {flag.name: flag.value for flag in FLAGS.get_flags_for_module(__name__)}
 
 
-def use_xla(value: str | None = None) -> bool:
-    """Resolves --xla: `auto` means XLA exactly when TensorFlow sees a GPU."""
+def use_xla(value: str | None = None, learner: bool = False) -> bool:
+    """Resolves --xla for the actors' inference, or with `learner` for the learner's step: `auto` means XLA
+    exactly when TensorFlow sees a GPU, `inference` XLA for the inference only."""
     value = value or FLAGS.xla
+    if value == "inference":
+        return not learner
     if value == "auto":
         import tensorflow as tf
 

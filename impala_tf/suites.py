@@ -50,8 +50,8 @@ _ATARI57_FLAGS = {"network": "deep", "envs_per_actor": 57}  # the paper's multi-
 # three quarters of every batch replayed from the last 128 unrolls (4x the updates per fresh frame again): breakout
 # ~3x and space_invaders to AC(λ), seaquest and freeway level or higher, asterix ~15 % lower; at or above AC(λ) on all
 # five, at about twice the learner's time per fresh frame.
-# Three seeds each: leaderboards/inputs/minatar_sweep/README.md. XLA on the CPU too: the replaying loop is
-# learner-bound and XLA's fused step shares the CPU better (bench/NOTES.md).
+# Three seeds each: leaderboards/inputs/minatar_sweep/README.md. XLA on the CPU for the actors' inference only: the
+# replaying loop is learner-bound, and its learner step runs faster without XLA (bench/NOTES.md, session 24).
 _MINATAR_FLAGS: dict[str, Any] = {
     "network": "minatar",
     "envs_per_actor": 30,
@@ -59,7 +59,7 @@ _MINATAR_FLAGS: dict[str, Any] = {
     "batch_size": 8,
     "replay_capacity": 128,
     "replay_fraction": 0.75,
-    "xla": "on",
+    "xla": "inference",
 }
 # Catch learns from small batches (16 x 10 steps). With the default optimiser (epsilon 1e-5, mean square from 0)
 # learning rates 1e-3 and 3e-3 both reached evaluation means of 0.96-1.0 at 60K frames (seeds 1, 2; 50 games).

@@ -199,7 +199,7 @@ class Trainer:
             config.optimizer_config_from_flags(),
             total_frames=self.total_frames,
             frames_per_step=self.frames_per_step,
-            xla=self.spec.xla,
+            xla=config.use_xla(FLAGS.xla, learner=True),
             popart_step_size=FLAGS.popart_step_size,
             strategy=strategy,
         )

@@ -187,3 +187,12 @@ def test_every_built_in_suite_gives_each_task_an_equal_share_of_environments_by_
         f"{name}: {spec.num_actors} actors x {spec.envs_per_actor} environments = {total} for {suite.num_tasks} "
         f"tasks: shares {sorted(shares)}"
     )
+
+
+def test_xla_inference_compiles_the_actors_inference_but_not_the_learner_step():
+    from impala_tf import config
+
+    assert config.use_xla("inference") and not config.use_xla("inference", learner=True)
+    assert config.use_xla("on", learner=True) and config.use_xla("on")
+    assert not config.use_xla("off", learner=True) and not config.use_xla("off")
+    assert registry.get_suite("minatar").default_flags["xla"] == "inference"
