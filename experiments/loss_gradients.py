@@ -99,7 +99,7 @@ def _main(run: Path, checkpoint: str | None, batches: int, seed: int) -> int:
         return 1
     run_config = rundir.load_config(run)
     spec = dataclasses.replace(
-        evaluation_spec(run_config, run / "config.json"), envs_per_actor=NUM_ENVS, xla=False
+        evaluation_spec(run_config, run / "config.json"), envs_per_actor=NUM_ENVS, inference_xla=False
     )
     if spec.use_lstm:
         print(

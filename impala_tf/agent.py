@@ -29,7 +29,7 @@ class RunSpec:
     num_actors: int
     envs_per_actor: int
     env_threads: int = 0
-    xla: bool = True  # the actors' inference; the learner's is config.use_xla(..., learner=True)
+    inference_xla: bool = True  # the actors' (and evaluation's) inference; the learner: config.use_xla
     reward_scale: tuple[tuple[str, float], ...] = ()  # (game, factor) pairs; see --reward_scale
     param_refresh_unrolls: int = 1  # actors fetch parameters every K-th unroll (deliberate staleness)
     synchronous: bool = False  # on-policy (batched A2C): each unroll waits for the learner's next parameters
@@ -82,7 +82,7 @@ def run_spec_from_flags(suite: Any, f: Mapping[str, Any]) -> RunSpec:
         num_actors=f.get("num_actors", 1),
         envs_per_actor=f.get("envs_per_actor", 1),
         env_threads=f.get("env_threads", 0),
-        xla=config.use_xla(f.get("xla", "auto")),
+        inference_xla=config.use_xla(f.get("xla", "auto")),
         reward_scale=tuple(config.parse_reward_scales(f.get("reward_scale") or []).items()),
         param_refresh_unrolls=f.get("param_refresh_unrolls", 1),
         synchronous=f.get("synchronous", False),
@@ -134,7 +134,7 @@ def make_actor(
 ) -> Actor:
     seed = spec.env_seed(actor_id, incarnation)
     env = make_env(spec, spec.task_ids(actor_id), seed)
-    policy = ActingPolicy(make_network(spec, env), seed=seed, xla=spec.xla)
+    policy = ActingPolicy(make_network(spec, env), seed=seed, xla=spec.inference_xla)
     return Actor(
         env,
         policy,

@@ -129,7 +129,7 @@ def evaluate_run(logdir: Path, episodes: int | None, seed: int, agent_name: str 
     network = agent.make_network(spec, probe)
     probe.close()
     path, trained_frames = checkpoints.restore_network(logdir / "checkpoints", network)
-    policy = ActingPolicy(network, seed=seed, xla=spec.xla)
+    policy = ActingPolicy(network, seed=seed, xla=spec.inference_xla)
     start = time.time()
     results = play_games(spec, policy.step, policy.initial_state, episodes, seed)
     summary = {

@@ -30,7 +30,7 @@ def small_run_spec(suite: suites.Suite, **overrides: Any) -> agent.RunSpec:
         unroll_length=5,
         num_actors=1,
         envs_per_actor=1,
-        xla=False,
+        inference_xla=False,
     )
     return agent.RunSpec(**(fields | overrides))
 
