@@ -267,10 +267,15 @@ def loop_overrides(quick: bool) -> dict:
 
 
 def bench_minatar_stages(
-    secs: float, unroll_length: int, batch_size: int, fresh_per_batch: int, xla: str
+    secs: float,
+    unroll_length: int,
+    batch_size: int,
+    fresh_per_batch: int,
+    inference_xla: bool,
+    learner_xla: bool,
 ) -> dict[str, float]:
     """The MinAtar loop's stages alone (frames/s): one actor's environments (the suite's 30, five games),
-    inference with the suite's network on that batch, and the learner's step, with the loop's --xla value. The
+    inference with the suite's network on that batch, and the learner's step, with the loop's XLA settings. The
     learner's rate counts the `fresh_per_batch` unrolls of each batch that are not replayed, as the loop's
     frames/s does."""
     suite = rundir.resolve_suite("minatar", [])
@@ -285,7 +290,7 @@ def bench_minatar_stages(
             networks.NetworkConfig(torso="minatar", use_lstm=False, num_actions=num_actions), obs_shape
         )
 
-    policy = ActingPolicy(network(), seed=0, xla=config.use_xla(xla))
+    policy = ActingPolicy(network(), seed=0, xla=inference_xla)
     timestep = BatchedTimeStep(
         np.ones(num_envs, np.uint8),
         np.zeros(num_envs, np.float32),
@@ -301,7 +306,7 @@ def bench_minatar_stages(
         learner_lib.OptimizerConfig(),
         total_frames=10**12,
         frames_per_step=1,
-        xla=config.use_xla(xla, learner=True),
+        xla=learner_xla,
     )
     batch = synthetic_batch(unroll_length, batch_size, 0, obs_shape=obs_shape, num_actions=num_actions)
     learn_secs = _timed(lambda: learner.step(batch), 10, secs)
@@ -491,20 +496,22 @@ def main(argv):
             if loop_flags.get("replay_capacity")
             else 0
         )
-        xla = loop_flags.get("xla", "auto")
-        stages = bench_minatar_stages(1.0 if quick else 2.0, unroll_length, batch, fresh, xla)
+        xla_value = loop_flags.get("xla", "auto")
+        infer_xla, learn_xla = config.use_xla(xla_value), config.use_xla(xla_value, learner=True)
+        stages = bench_minatar_stages(
+            1.0 if quick else 2.0, unroll_length, batch, fresh, infer_xla, learn_xla
+        )
         what = "the suite's defaults" if name == "minatar" else "the ablation grid's base cell"
         record(f"env_fps_{name}", stages["env"], "env: MinAtar, 5 games x 6 envs = one actor's 30 (steps/s)")
         record(
             f"infer_fps_{name}",
             stages["inference"],
-            f"inference minatar, B=30, xla={config.use_xla(xla)} (frames/s)",
+            f"inference minatar, B=30, xla={infer_xla} (frames/s)",
         )
         record(
             f"learn_fps_{name}",
             stages["learner"],
-            f"learner minatar, T={unroll_length} B={batch}, {fresh} fresh, "
-            f"xla={config.use_xla(xla, learner=True)} (fresh frames/s)",
+            f"learner minatar, T={unroll_length} B={batch}, {fresh} fresh, xla={learn_xla} (fresh frames/s)",
         )
         loop = loop_in_fresh_process(name)
         loop_rss.append(loop["peak_rss_mb"])
