@@ -48,8 +48,10 @@ class Monitor:
         self._pending: list[EpisodeStats] = []
         self._lock = threading.Lock()
         self._process = psutil.Process()
-        self._last_time = time.time()
-        self._last_frames = int(learner.num_frames.numpy())
+        # The rate's clock starts at the first update: before it come start-up, the actors' first games and the
+        # learner's tracing, which made a resumed run's first line read ~1 % of its rate and its ETA days.
+        self._last_time: float | None = None
+        self._last_frames = 0
         self._lag_sum = self._lag_n = 0.0
         self._age_sum = self._age_n = 0.0  # learner updates since the replayed unrolls were acted
 
@@ -77,6 +79,10 @@ class Monitor:
             self._episodes.append(task, frames, episode.episode_return, episode.episode_frames)
             self._returns.add(task, episode.episode_return)
         now = time.time()
+        if self._last_time is None:
+            self._last_time, self._last_frames = now, frames
+            if frames < self._stop_frames:
+                return
         if now - self._last_time >= self._every_secs or frames >= self._stop_frames:
             self._report(now, frames, logs, dict(runtime_stats))
 
