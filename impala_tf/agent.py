@@ -4,7 +4,7 @@ and Ray actors alike, so that every process builds exactly the same environments
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -63,31 +63,6 @@ class RunSpec:
             num_value_heads=self.num_tasks if self.popart else 1,
             initializer=self.initializer,
         )
-
-
-def run_spec_from_flags(suite: Any, f: Mapping[str, Any]) -> RunSpec:
-    """The RunSpec of resolved training flags (`config.flag_values_dict()`, or config.json's "flags")."""
-    from impala_tf import config
-
-    return RunSpec(
-        suite=suite,
-        protocol=f.get("protocol"),
-        action_set=f.get("action_set"),
-        seed=f.get("seed", 1),
-        network=f["network"],
-        use_lstm=f["use_lstm"],
-        popart=f.get("popart", False),
-        reward_clipping=f["reward_clipping"],
-        unroll_length=f["unroll_length"],
-        num_actors=f.get("num_actors", 1),
-        envs_per_actor=f.get("envs_per_actor", 1),
-        env_threads=f.get("env_threads", 0),
-        inference_xla=config.use_xla(f.get("xla", "auto")),
-        reward_scale=tuple(config.parse_reward_scales(f.get("reward_scale") or []).items()),
-        param_refresh_unrolls=f.get("param_refresh_unrolls", 1),
-        synchronous=f.get("synchronous", False),
-        initializer=f.get("initializer", "glorot"),  # runs from before the flag existed: Keras' default
-    )
 
 
 def make_env(

@@ -10,6 +10,7 @@ values the policy barely moves within CPU budgets (leaderboards/inputs/atari_tun
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from absl import flags
@@ -346,8 +347,28 @@ def parse_reward_scales(items: list[str]) -> dict[str, float]:
 # --- From flags to the configs the library takes ----------------------------------------------------------------
 
 
-def run_spec_from_flags(suite: Any) -> agent.RunSpec:
-    return agent.run_spec_from_flags(suite, flag_values_dict())
+def run_spec_from_flags(suite: Any, f: Mapping[str, Any] | None = None) -> agent.RunSpec:
+    """The RunSpec of the parsed training flags, or of a run's recorded ones (config.json's "flags")."""
+    f = flag_values_dict() if f is None else f
+    return agent.RunSpec(
+        suite=suite,
+        protocol=f.get("protocol"),
+        action_set=f.get("action_set"),
+        seed=f.get("seed", 1),
+        network=f["network"],
+        use_lstm=f["use_lstm"],
+        popart=f.get("popart", False),
+        reward_clipping=f["reward_clipping"],
+        unroll_length=f["unroll_length"],
+        num_actors=f.get("num_actors", 1),
+        envs_per_actor=f.get("envs_per_actor", 1),
+        env_threads=f.get("env_threads", 0),
+        inference_xla=use_xla(f.get("xla", "auto")),
+        reward_scale=tuple(parse_reward_scales(f.get("reward_scale") or []).items()),
+        param_refresh_unrolls=f.get("param_refresh_unrolls", 1),
+        synchronous=f.get("synchronous", False),
+        initializer=f.get("initializer", "glorot"),  # runs from before the flag existed: Keras' default
+    )
 
 
 def loss_config_from_flags(f: dict[str, Any] | None = None) -> LossConfig:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from impala_tf import agent
+from impala_tf import agent, config
 
 
 class UserError(Exception):
@@ -58,7 +58,7 @@ def run_spec_from_config(run_config: dict, where: str | Path) -> agent.RunSpec:
     try:
         f = run_config["flags"]
         suite = resolve_suite(f["suite"], list(run_config["games"]))
-        return agent.run_spec_from_flags(suite, f)
+        return config.run_spec_from_flags(suite, f)
     except KeyError as error:
         raise UserError(f"{where} is malformed (missing {error})") from None
 
