@@ -17,6 +17,7 @@ from absl import flags
 
 from impala_tf import agent, losses, networks
 from impala_tf import learner as learner_lib
+from impala_tf.envs.base import ACTION_SETS
 from impala_tf.losses import LossConfig
 
 FLAGS = flags.FLAGS
@@ -28,7 +29,7 @@ flags.DEFINE_string(
 flags.DEFINE_list("games", [], "Restrict the suite to these games (comma separated). Empty: every game.")
 flags.DEFINE_string("protocol", None, "Atari protocol: impala (paper) or machado. Default: the suite's.")
 flags.DEFINE_enum(
-    "action_set", None, ["full", "minimal"], "Action set. Default: the suite's (multi-task: full)."
+    "action_set", None, list(ACTION_SETS), "Action set. Default: the suite's (multi-task: full)."
 )
 flags.DEFINE_integer(
     "total_frames", None, "Frame budget (emulator frames, frameskip included). Default: suite's."

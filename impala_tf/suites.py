@@ -11,23 +11,20 @@ user's JSON file:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 from collections.abc import Sequence
 from typing import Any
 
 from impala_tf import reference as reference_scores
+from impala_tf.envs import atari, catch, minatar
+from impala_tf.envs.base import ACTION_SETS
 
 BACKENDS = ("atari", "minatar", "catch")
-ACTION_SETS = ("full", "minimal")
-# The first protocol of each backend is its default. Atari: `impala` is the paper's (no sticky actions, up
+# Each backend owns its protocols, the first its default. Atari: `impala` is the paper's (no sticky actions, up
 # to 30 no-op starts, life loss ends a learning episode); `machado` is Machado et al. 2018 (sticky actions
 # 0.25, full action set, no life-loss signal, no no-op starts). See impala_tf/envs/atari.py.
-PROTOCOLS = {"atari": ("impala", "machado"), "minatar": ("minatar",), "catch": ("catch",)}
-MINATAR_GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
-CATCH_GAMES = ("catch",)
-MIN_ALE_PY = "0.12"
+PROTOCOLS = {"atari": atari.PROTOCOLS, "minatar": minatar.PROTOCOLS, "catch": catch.PROTOCOLS}
 
 # Read through impala_tf.reference, the package's one reader of impala_tf/data/.
 ATARI_REFERENCE_SOURCE = (
@@ -144,30 +141,17 @@ def check_protocol(backend: str, protocol: str) -> None:
 
 def check_game(backend: str, game: str) -> None:
     """Raises ValueError naming the valid games (or the ale-py version a known Atari game needs)."""
+    if backend == "atari":
+        atari.check_rom(game)
+        return
     if backend == "minatar":
-        valid: Sequence[str] = MINATAR_GAMES
+        valid: Sequence[str] = minatar.GAMES
     elif backend == "catch":
-        valid = CATCH_GAMES
-    elif backend == "atari":
-        valid = _ale_rom_ids()
-        if game not in valid and game in reference_scores.atari57_games():
-            import ale_py
-
-            raise ValueError(
-                f"Atari game {game!r} has no ROM in the installed ale-py {ale_py.__version__}; "
-                f"it needs ale-py>={MIN_ALE_PY} (ROMs ship in its wheel)"
-            )
+        valid = catch.GAMES
     else:
         raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
     if game not in valid:
         raise ValueError(f"unknown {backend} game {game!r}; valid: {', '.join(sorted(valid))}")
-
-
-@functools.cache
-def _ale_rom_ids() -> tuple[str, ...]:
-    from ale_py import roms
-
-    return tuple(roms.get_all_rom_ids())
 
 
 def _atari_suite(
@@ -204,7 +188,7 @@ def _minatar_suite(
 
 
 def _catch_suite(
-    name: str, games: Sequence[str] = CATCH_GAMES, protocol: str = "catch", action_set: str = "full"
+    name: str, games: Sequence[str] = catch.GAMES, protocol: str = "catch", action_set: str = "full"
 ) -> Suite:
     return Suite(
         name=name,
@@ -231,7 +215,7 @@ _BUILTIN = {
     "atari_tuning6": lambda: _atari_suite(
         "atari_tuning6", ("beam_rider", "breakout", "pong", "qbert", "seaquest", "space_invaders")
     ),
-    "minatar": lambda: _minatar_suite("minatar", MINATAR_GAMES),
+    "minatar": lambda: _minatar_suite("minatar", minatar.GAMES),
     "catch": lambda: _catch_suite("catch"),
 }
 SUITE_NAMES = tuple(_BUILTIN)

@@ -16,12 +16,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-# A script that hides one Atari ROM from the suite registry, as an ale-py without it would, then runs atari5.
+# A script that hides one Atari ROM from the environments, as an ale-py without it would, then runs atari5.
 WITHOUT_QBERT_ROM = """
-from impala_tf import suites as registry
 from impala_tf import trainer
-roms = registry._ale_rom_ids()
-registry._ale_rom_ids = lambda: tuple(r for r in roms if r != "qbert")
+from impala_tf.envs import atari
+roms = atari.rom_ids()
+atari.rom_ids = lambda: tuple(r for r in roms if r != "qbert")
 trainer.main_for_suite("atari5")
 """
 

@@ -94,7 +94,7 @@ def test_minatar_minimal_action_set_and_step_cap():
 
 
 def test_minatar_steps_fast_enough():
-    env = minatar.MinAtarBatchedEnv(registry.MINATAR_GAMES, [i % 5 for i in range(16)], seed=0)
+    env = minatar.MinAtarBatchedEnv(minatar.GAMES, [i % 5 for i in range(16)], seed=0)
     env.reset()
     actions = np.zeros(16, np.int32)
     start = time.perf_counter()

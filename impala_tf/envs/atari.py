@@ -64,10 +64,9 @@ import dm_env
 import numpy as np
 from dm_env import specs
 
-from impala_tf.envs.base import BatchedEnv, BatchedTimeStep, EpisodeStats
+from impala_tf.envs.base import ACTION_SETS, BatchedEnv, BatchedTimeStep, EpisodeStats
 
 PROTOCOLS = ("impala", "machado")
-ACTION_SETS = ("full", "minimal")
 NUM_FULL_ACTIONS = 18  # ALE's Action enum; the shared action head of multi-task agents
 FRAMES_PER_STEP = 4
 OBSERVATION_SHAPE = (84, 84, 4)  # height, width, stacked frames (channels last, like every backend here)
@@ -107,13 +106,20 @@ def get_protocol(name: str) -> AtariProtocol:
     return _PROTOCOLS[name]
 
 
-def check_rom(game: str) -> None:
-    """Raises ValueError when the installed ale-py has no ROM called `game`."""
-    import ale_py
+@functools.cache
+def rom_ids() -> tuple[str, ...]:
+    """The games whose ROMs the installed ale-py ships (its wheel carries them)."""
     from ale_py import roms
 
-    rom_ids = roms.get_all_rom_ids()
-    if game in rom_ids:
+    return tuple(roms.get_all_rom_ids())
+
+
+def check_rom(game: str) -> None:
+    """Raises ValueError when the installed ale-py has no ROM called `game`, naming the version an Atari-57
+    game needs."""
+    import ale_py
+
+    if game in rom_ids():
         return
     from impala_tf.reference import atari57_games
 
@@ -122,7 +128,7 @@ def check_rom(game: str) -> None:
             f"Atari game {game!r} has no ROM in the installed ale-py {ale_py.__version__}; "
             f"it needs ale-py>={MIN_ALE_PY} (ROMs ship in its wheel)"
         )
-    raise ValueError(f"unknown Atari game {game!r}; valid: {', '.join(sorted(rom_ids))}")
+    raise ValueError(f"unknown Atari game {game!r}; valid: {', '.join(sorted(rom_ids()))}")
 
 
 @functools.cache

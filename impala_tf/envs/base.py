@@ -13,6 +13,10 @@ import dm_env
 import numpy as np
 from dm_env import specs
 
+# Every backend's heads: `full` is the shared head of a multi-task agent (Atari's 18 actions, MinAtar's 6) with
+# each game's legal actions masked; `minimal` is one game's own minimal set (single-game runs only).
+ACTION_SETS = ("full", "minimal")
+
 
 class BatchedTimeStep(NamedTuple):
     """One step of N environments, batch-major.

@@ -16,6 +16,8 @@ from dm_env import specs
 
 from impala_tf.envs.base import BatchedEnv, BatchedTimeStep, EpisodeStats
 
+GAMES = ("catch",)
+PROTOCOLS = ("catch",)
 NUM_ACTIONS = 3  # left, stay, right
 _FIRST, _MID, _LAST = 0, 1, 2
 

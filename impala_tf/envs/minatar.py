@@ -23,9 +23,10 @@ from collections.abc import Sequence
 import numpy as np
 from dm_env import specs
 
-from impala_tf.envs.base import BatchedEnv, BatchedTimeStep, EpisodeStats
+from impala_tf.envs.base import ACTION_SETS, BatchedEnv, BatchedTimeStep, EpisodeStats
 
 GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
+PROTOCOLS = ("minatar",)  # sticky actions 0.1, difficulty ramping, no step cap (the MinAtar paper's)
 NUM_ACTIONS = 6  # n, l, u, r, d, f
 CHANNELS = {"asterix": 4, "breakout": 4, "freeway": 7, "seaquest": 10, "space_invaders": 6}
 STICKY_ACTION_PROB = 0.1  # MinAtar's default
@@ -81,8 +82,8 @@ class MinAtarBatchedEnv(BatchedEnv):
         unknown = [g for g in self.games if g not in GAMES]
         if unknown:
             raise ValueError(f"unknown minatar game {unknown[0]!r}; valid: {', '.join(GAMES)}")
-        if action_set not in ("full", "minimal"):
-            raise ValueError(f"unknown action set {action_set!r}; valid: full, minimal")
+        if action_set not in ACTION_SETS:
+            raise ValueError(f"unknown action set {action_set!r}; valid: {', '.join(ACTION_SETS)}")
         if action_set == "minimal" and len(self.games) > 1:
             raise ValueError(
                 "action_set='minimal' needs a single game; multi-task runs use action_set='full'"

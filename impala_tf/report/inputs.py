@@ -22,7 +22,7 @@ import numpy as np
 
 from impala_tf import reference, scoring, suites
 
-PROTOCOLS = ("impala", "machado")
+PROTOCOLS = suites.PROTOCOLS["atari"]  # the protocols of score files and of SuiteInfo's default backend
 UNSPECIFIED = "unspecified"
 REFERENCE_CHOICES = (*reference.REFERENCE_SETS, "none")
 
