@@ -27,7 +27,6 @@ from absl import app, flags
 
 # impala_tf.evaluate imports the training flags: --logdir and --seed are theirs.
 from impala_tf import agent, checkpoints, rundir
-from impala_tf.evaluate import evaluation_spec
 
 FLAGS = flags.FLAGS
 _CHAINS = {"shallow": ("conv1", "conv2", "flatten", "fc"), "minatar": ("conv", "flatten", "fc")}
@@ -105,7 +104,7 @@ def _main(run: Path, frames: int, seed: int, all_checkpoints: bool = False) -> i
     if not (run / "config.json").is_file():
         print(f"error: {run} has no config.json (not a run directory)", file=sys.stderr)
         return 1
-    spec = evaluation_spec(rundir.load_config(run), run / "config.json")
+    spec = rundir.evaluation_spec(rundir.load_config(run), run / "config.json")
     config = spec.network_config(1)
     if config.torso not in _CHAINS or config.use_lstm:
         print(

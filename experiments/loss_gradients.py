@@ -34,7 +34,6 @@ from absl import app, flags
 from impala_tf import agent, checkpoints, config, rundir
 from impala_tf import learner as learner_lib
 from impala_tf.actor import snapshot_of
-from impala_tf.evaluate import evaluation_spec
 from impala_tf.unroll import stack_time_major
 
 FLAGS = flags.FLAGS
@@ -99,7 +98,7 @@ def _main(run: Path, checkpoint: str | None, batches: int, seed: int) -> int:
         return 1
     run_config = rundir.load_config(run)
     spec = dataclasses.replace(
-        evaluation_spec(run_config, run / "config.json"), envs_per_actor=NUM_ENVS, inference_xla=False
+        rundir.evaluation_spec(run_config, run / "config.json"), envs_per_actor=NUM_ENVS, inference_xla=False
     )
     if spec.use_lstm:
         print(

@@ -14,7 +14,6 @@ games are not over-represented. Writes, atomically, into the run directory:
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -45,12 +44,6 @@ flags.DEFINE_string("agent", None, "Agent name in eval_summary.json (default: th
 flags.DEFINE_string(
     "saved_model", None, "Evaluate this exported policy (impala_tf.export) instead of a run's checkpoint."
 )
-
-
-def evaluation_spec(run_config: dict, where: Path) -> agent.RunSpec:
-    """The spec evaluation plays with: the run's, under its protocol, one environment per game played."""
-    spec = rundir.run_spec_from_config(run_config, where)
-    return dataclasses.replace(spec, protocol=run_config.get("protocol"), num_actors=1, envs_per_actor=1)
 
 
 def _policy_rows(n: int) -> int:
@@ -123,7 +116,7 @@ def play_games(spec: agent.RunSpec, policy_step, initial_state, episodes: int, s
 
 def evaluate_run(logdir: Path, episodes: int | None, seed: int, agent_name: str | None) -> dict:
     run_config = rundir.load_config(logdir)
-    spec = evaluation_spec(run_config, logdir / "config.json")
+    spec = rundir.evaluation_spec(run_config, logdir / "config.json")
     episodes = episodes or run_config["flags"].get("eval_episodes", 10)
     probe = agent.make_env(spec, [0], seed)
     network = agent.make_network(spec, probe)
@@ -147,7 +140,7 @@ def evaluate_saved_model(
     """Evaluates an exported policy under the protocol of the run it came from; writes into `out_dir`."""
     policy = export.ExportedPolicy(model_dir, seed=seed)
     run_config = policy.metadata["run_config"]
-    spec = evaluation_spec(run_config, model_dir / "assets" / export.METADATA_ASSET)
+    spec = rundir.evaluation_spec(run_config, model_dir / "assets" / export.METADATA_ASSET)
     episodes = episodes or run_config["flags"].get("eval_episodes", 10)
     start = time.time()
     results = play_games(spec, policy.step, policy.initial_state, episodes, seed)

@@ -9,6 +9,7 @@ goes through here, so none of them imports another binary. Problems with what th
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import importlib.metadata
 import json
@@ -61,6 +62,12 @@ def run_spec_from_config(run_config: dict, where: str | Path) -> agent.RunSpec:
         return config.run_spec_from_flags(suite, f)
     except KeyError as error:
         raise UserError(f"{where} is malformed (missing {error})") from None
+
+
+def evaluation_spec(run_config: dict, where: str | Path) -> agent.RunSpec:
+    """The spec evaluation plays with: the run's, under its protocol, one environment per game played."""
+    spec = run_spec_from_config(run_config, where)
+    return dataclasses.replace(spec, protocol=run_config.get("protocol"), num_actors=1, envs_per_actor=1)
 
 
 def load_run_spec(logdir: str | Path) -> tuple[dict, agent.RunSpec]:

@@ -6,14 +6,13 @@ import pytest
 from experiments import dead_units
 from impala_tf import agent, checkpoints, rundir
 from impala_tf import learner as learner_lib
-from impala_tf.evaluate import evaluation_spec
 from impala_tf.losses import LossConfig
 
 
 def _untrained_network(tmp_path, untrained_run):
     """(run dir, its evaluation spec, a freshly built network of that spec) for a MinAtar breakout run."""
     run = untrained_run(tmp_path, "minatar", ["breakout"], use_lstm=False)
-    spec = evaluation_spec(rundir.load_config(run), run / "config.json")
+    spec = rundir.evaluation_spec(rundir.load_config(run), run / "config.json")
     env = agent.make_env(spec, [0], 3)
     network = agent.make_network(spec, env)
     env.close()
