@@ -25,7 +25,7 @@ import keras
 import numpy as np
 from absl import app, flags
 
-# impala_tf.evaluate imports the training flags: --logdir and --seed are theirs.
+# rundir imports impala_tf.config, the training flags: --logdir and --seed are theirs.
 from impala_tf import agent, checkpoints, rundir
 
 FLAGS = flags.FLAGS

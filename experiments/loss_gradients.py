@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-# impala_tf.evaluate imports the training flags: --logdir and --seed are theirs.
+# impala_tf.config defines the training flags: --logdir and --seed are theirs.
 from impala_tf import agent, checkpoints, config, rundir
 from impala_tf import learner as learner_lib
 from impala_tf.actor import snapshot_of
