@@ -7,6 +7,7 @@ runs the learner loop over unrolls that a runtime (local threads or Ray) deliver
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import queue
@@ -15,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import keras
@@ -224,9 +226,19 @@ class Trainer:
         self.stop = threading.Event()  # set by signals, a fatal actor error, or whoever embeds the trainer
         self.stop_signal: int | None = None  # the signal that stopped the run, if one did
 
-    def write_config(self) -> None:
+    def write_config(self, frames0: int) -> None:
+        """config.json: the latest command's suite, flags, spaces, versions and commit, and `starts`: the frames,
+        commit and time of every start whose training the checkpoint still holds. A start at or past `frames0`,
+        where this one resumes, trained nothing that survived (as episodes.csv drops its rows)."""
+        path = self.logdir / "config.json"
+        starts = []
+        if frames0 and path.exists():  # check_existing_run has read it: a JSON object of this run
+            old = json.loads(path.read_text()).get("starts", [])
+            starts = [s for s in old if isinstance(s, dict) and s.get("frames", frames0) < frames0]
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        starts.append({"frames": frames0, "git_commit": git_commit(), "time": now})
         writers.atomic_write_json(
-            self.logdir / "config.json",
+            path,
             {
                 "suite": self.suite.name,
                 "games": list(self.suite.games),
@@ -239,7 +251,8 @@ class Trainer:
                 "task_proportions": self.spec.task_proportions(),
                 "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),  # 0: every core
                 "versions": versions(),
-                "git_commit": git_commit(),
+                "git_commit": starts[-1]["git_commit"],
+                "starts": starts,
             },
         )
 
@@ -260,7 +273,7 @@ class Trainer:
             )
             return EXIT_OK
         writers.remove_stale_temporaries(self.logdir)
-        self.write_config()
+        self.write_config(frames0)
         episodes = writers.EpisodeLog(self.logdir / "episodes.csv", resume_frames=resumed_frames or 0)
         summary_writer = tf.summary.create_file_writer(str(self.logdir / "tensorboard"))
         if resumed_frames is not None:

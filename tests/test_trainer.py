@@ -113,6 +113,10 @@ def test_config_json_records_suite_flags_spaces_and_versions(resumed_run):
     assert run_config["flags"]["total_frames"] == 4_000  # the latest command's budget
     assert run_config["flags"]["unroll_length"] == T and run_config["flags"]["batch_size"] == B
     assert {"impala_tf", "tensorflow", "ale_py", "python"} <= set(run_config["versions"])
+    # Both training starts, in order; the third command found the budget done and did not start.
+    assert [start["frames"] for start in run_config["starts"]] == [0, 2_000]
+    assert all(set(start) == {"frames", "git_commit", "time"} for start in run_config["starts"])
+    assert run_config["git_commit"] == run_config["starts"][-1]["git_commit"]
 
 
 def test_rerunning_a_finished_run_trains_no_further(resumed_run, capsys):
