@@ -117,10 +117,10 @@ def rom_ids() -> tuple[str, ...]:
 def check_rom(game: str) -> None:
     """Raises ValueError when the installed ale-py has no ROM called `game`, naming the version an Atari-57
     game needs."""
-    import ale_py
-
     if game in rom_ids():
         return
+    import ale_py
+
     from impala_tf.reference import atari57_games
 
     if game in atari57_games():
