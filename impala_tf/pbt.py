@@ -208,14 +208,15 @@ def _recent_returns(run_dir: Path, tasks: Sequence[str], episodes: int) -> dict[
 
 
 def _append_history(run_dir: Path, row: Mapping[str, Any]) -> None:
-    """Appends a row, unless it repeats the last one: a driver killed between a member's report and Tune saving
-    it makes the member report the same stretch again on resume (same frames, same weights)."""
+    """Appends a row, unless the member's weights are where the last row left them (same frames, same digest).
+    A driver killed before Tune saved the experiment makes a member report a point again on resume: the stretch
+    it reported last, or the donor's weights it received in an exploit that Tune then forgot."""
     path = run_dir / "pbt_history.csv"
     new = not path.exists()
     if not new:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
-        keys = ("frames", "weights_from", "weights_digest")
+        keys = ("frames", "weights_digest")
         if rows and all(rows[-1][k] == str(row[k]) for k in keys):
             return
     with open(path, "a", newline="") as f:

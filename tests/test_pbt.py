@@ -126,6 +126,96 @@ def test_an_exploiting_member_continues_from_the_donors_weights_with_perturbed_h
             assert min(abs(ratio - f) for f in pbt.PERTURBATION_FACTORS) < 1e-6, (name, ratio)
 
 
+class _Killed(Exception):
+    """Stands for the driver's SIGKILL inside an in-process member."""
+
+
+class _FakeTune:
+    """What Tune hands a member (its trial id, a checkpoint) and keeps of its reports (a copy of each checkpoint);
+    `kill_after` reports, the member is stopped as a killed driver would stop it."""
+
+    def __init__(
+        self, trial_id: str, checkpoint=None, kill_after: int | None = None, keep: Path | None = None
+    ):
+        self.trial_id, self.checkpoint, self.kill_after, self.keep = trial_id, checkpoint, kill_after, keep
+        self.reports: list[dict] = []
+
+    def install(self, monkeypatch) -> None:
+        from ray import tune
+
+        monkeypatch.setattr(tune, "get_context", lambda: self)
+        monkeypatch.setattr(tune, "get_checkpoint", lambda: self.checkpoint)
+        monkeypatch.setattr(tune, "report", self.report)
+
+    def get_trial_id(self) -> str:
+        return self.trial_id
+
+    def report(self, metrics, checkpoint):
+        import shutil
+
+        from ray import tune
+
+        kept = self.keep / str(len(list(self.keep.glob("*"))) if self.keep.exists() else 0)
+        shutil.copytree(checkpoint.path, kept)
+        self.reports.append({**metrics, "checkpoint": tune.Checkpoint.from_directory(kept)})
+        if self.kill_after is not None and len(self.reports) >= self.kill_after:
+            raise _Killed
+
+
+def test_a_member_that_tune_forgot_after_an_exploit_does_not_record_its_frames_again(tmp_path, monkeypatch):
+    # The kill of the population test at its worst moment, made deterministic: member "m" reported its first
+    # stretch and took donor "d"'s weights in an exploit, then the driver died before Tune saved the experiment,
+    # so Tune restarts "m" as a new member (no checkpoint) on a run directory that holds the donor's weights.
+    from absl.testing import flagsaver
+
+    settings = {
+        "suite": "catch",
+        "games": ["catch"],
+        "reference": None,
+        "normaliser": None,
+        "logdir": str(tmp_path / "population"),
+        "total_frames": 2_000,
+        "interval_frames": 1_000,
+        "fitness_episodes": 100,
+        "seed": 1,
+        "base_flags": {
+            "total_frames": 2_000,
+            "num_actors": 1,
+            "envs_per_actor": 8,
+            "batch_size": 8,
+            "unroll_length": 5,
+            "progress_every_secs": 60,
+        },
+        **{"learning_rate": 0.01, "entropy_cost": 0.01, "rmsprop_epsilon": 0.01, "max_grad_norm": 40.0},
+    }
+    keep = tmp_path / "tune"
+
+    def run_member(trial_id, checkpoint=None, kill_after=None):
+        fake = _FakeTune(trial_id, checkpoint, kill_after, keep)
+        fake.install(monkeypatch)
+        with flagsaver.flagsaver(), contextlib.suppress(_Killed):
+            pbt.member(dict(settings))
+        return fake
+
+    donor = run_member("d", kill_after=1)
+    run_member("m", kill_after=1)
+
+    def killed(*args):
+        raise _Killed
+
+    with monkeypatch.context() as m:  # killed right after the exploit's copy, before training on
+        m.setattr(pbt, "_train_stretch", killed)
+        run_member("m", checkpoint=donor.reports[0]["checkpoint"])
+    before = _histories(Path(settings["logdir"]))["m"]
+    assert [(r["frames"], r["weights_from"]) for r in before] == [("1000", "m"), ("1000", "d")]
+
+    resumed = run_member("m")
+
+    rows = _histories(Path(settings["logdir"]))["m"]
+    assert [(r["frames"], r["weights_from"]) for r in rows] == [("1000", "m"), ("1000", "d"), ("2000", "m")]
+    assert [r["frames"] for r in resumed.reports] == [1_000, 2_000]  # Tune still hears of both boundaries
+
+
 def test_a_resumed_scheduler_syncs_one_interval_past_the_furthest_member():
     from impala_tf.pbt_scheduler import next_boundary
 
