@@ -24,6 +24,8 @@ from pathlib import Path
 
 from absl import app, flags
 
+from impala_tf.envs.minatar import GAMES as MINATAR_GAMES
+
 FLAGS = flags.FLAGS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -155,7 +157,7 @@ def _minatar_experts() -> list[Run]:
             episode_stride=10,
             agent="impala_tf_minatar_experts",
         )
-        for game in ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
+        for game in MINATAR_GAMES
         for seed in (1, 2, 3)
     ]
 
