@@ -36,6 +36,9 @@ member has, so a population larger than the machine's cores time-shares it.
 
 Killing the driver and running the same command again resumes every member (Tune restores the experiment,
 each member its own checkpoint; `impala_tf.pbt_scheduler` rebuilds the scheduler's state, which Tune does not).
+Tune saves its experiment at most every 10 s (its default): a member it restarts with other values than its
+history's last row (an exploit taken after the last save) continues on the weights its run directory holds, and a
+history row at the same frames records the values it continues with.
 When the population finishes, the best member (highest final fitness) is evaluated (`impala_tf.evaluate`, agent
 `impala_tf_pbt`) and named in `DIR/pbt.json`; `impala_tf.leaderboard --runs=DIR` then reads that member.
 `DIR/pbt.png` plots each member's hyper-parameters and fitness over frames.
@@ -208,15 +211,16 @@ def _recent_returns(run_dir: Path, tasks: Sequence[str], episodes: int) -> dict[
 
 
 def _append_history(run_dir: Path, row: Mapping[str, Any]) -> None:
-    """Appends a row, unless the member's weights are where the last row left them (same frames, same digest).
-    A driver killed before Tune saved the experiment makes a member report a point again on resume: the stretch
-    it reported last, or the donor's weights it received in an exploit that Tune then forgot."""
+    """Appends a row, unless the member's state is the one the last row recorded (same frames, weights and
+    hyper-parameters). A driver killed before Tune saved the experiment makes a member report a point again on
+    resume; the repeat is kept only when it changes the hyper-parameters: Tune forgot an exploit and restarted the
+    member with its values from before it (the weights, on disk, stay the donor's)."""
     path = run_dir / "pbt_history.csv"
     new = not path.exists()
     if not new:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
-        keys = ("frames", "weights_digest")
+        keys = ("frames", "weights_digest", *HYPERPARAMETERS)
         if rows and all(rows[-1][k] == str(row[k]) for k in keys):
             return
     with open(path, "a", newline="") as f:

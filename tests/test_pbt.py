@@ -100,16 +100,35 @@ def population(tmp_path_factory):
     return logdir, second.stdout, reported_before_kill
 
 
+def _trained_frames(rows: list[dict], member_id: str) -> list[int]:
+    """Frames of the member's own rows that end a trained stretch: not a re-report of the weights the row before
+    recorded (a member Tune restarted, after forgetting an exploit, with its values from before it)."""
+    return [
+        int(row["frames"])
+        for before, row in zip([None, *rows[:-1]], rows, strict=True)
+        if row["weights_from"] == member_id
+        and not (
+            before and (before["frames"], before["weights_digest"]) == (row["frames"], row["weights_digest"])
+        )
+    ]
+
+
 def test_the_rerun_resumes_every_member_instead_of_starting_over(population):
     logdir, out, reported_before_kill = population
     assert "resuming the population" in out
     for member_id, rows in _histories(logdir).items():
-        own = [int(r["frames"]) for r in rows if r["weights_from"] == member_id]
-        assert own == sorted(set(own)), (member_id, own)  # no stretch trained twice
-        assert own[-1] == TOTAL
+        trained = _trained_frames(rows, member_id)
+        assert trained == sorted(set(trained)), (member_id, rows)  # no stretch trained twice
+        assert trained[-1] == TOTAL
     # The members that had reported before the kill kept those reports (they were not trained over again).
     for member_id, count in reported_before_kill.items():
         assert len([r for r in _histories(logdir)[member_id] if r["weights_from"] == member_id]) >= count
+
+
+def _perturbed(row: dict, donor: dict) -> bool:
+    """Whether each of the row's hyper-parameters is the donor's times one of the perturbation factors."""
+    ratios = [float(row[name]) / float(donor[name]) for name in pbt.HYPERPARAMETERS]
+    return all(min(abs(r - f) for f in pbt.PERTURBATION_FACTORS) < 1e-6 for r in ratios)
 
 
 def test_an_exploiting_member_continues_from_the_donors_weights_with_perturbed_hyperparameters(population):
@@ -118,12 +137,15 @@ def test_an_exploiting_member_continues_from_the_donors_weights_with_perturbed_h
     exploits = [r for m, rows in histories.items() for r in rows if r["weights_from"] != m]
     assert exploits, "no member exploited"
     for row in exploits:
-        donor_rows = [r for r in histories[row["weights_from"]] if r["frames"] == row["frames"]]
-        donor = donor_rows[0]
-        assert row["weights_digest"] == donor["weights_digest"]  # bit-equal weights right after the copy
-        for name in pbt.HYPERPARAMETERS:
-            ratio = float(row[name]) / float(donor[name])
-            assert min(abs(ratio - f) for f in pbt.PERTURBATION_FACTORS) < 1e-6, (name, ratio)
+        # The donor's states at those frames with bit-equal weights (more than one when a resumed donor re-reported
+        # them): the copy's hyper-parameters are one of them perturbed.
+        donor_states = [
+            r
+            for r in histories[row["weights_from"]]
+            if (r["frames"], r["weights_digest"]) == (row["frames"], row["weights_digest"])
+        ]
+        assert donor_states, row  # bit-equal weights right after the copy
+        assert any(_perturbed(row, donor) for donor in donor_states), (row, donor_states)
 
 
 class _Killed(Exception):
@@ -162,12 +184,15 @@ class _FakeTune:
             raise _Killed
 
 
-def test_a_member_that_tune_forgot_after_an_exploit_does_not_record_its_frames_again(tmp_path, monkeypatch):
-    # The kill of the population test at its worst moment, made deterministic: member "m" reported its first
-    # stretch and took donor "d"'s weights in an exploit, then the driver died before Tune saved the experiment,
-    # so Tune restarts "m" as a new member (no checkpoint) on a run directory that holds the donor's weights.
+def test_a_member_restarted_by_a_tune_that_forgot_it_records_only_what_changed(tmp_path, monkeypatch):
+    # The population test's kill at its worst moments, made deterministic. Member "m" reports its first stretch
+    # and the driver dies before Tune saves it; Tune restarts "m" as a new member (no checkpoint) on its run
+    # directory: nothing changed, nothing is recorded again. Then "m" takes donor "d"'s weights with perturbed
+    # values in an exploit, and Tune forgets that too: it restarts "m" with its old values on the donor's weights,
+    # and that change is recorded (the population test's CI failure was this repeat, taken for training twice).
     from absl.testing import flagsaver
 
+    before = {"learning_rate": 0.01, "entropy_cost": 0.01, "rmsprop_epsilon": 0.01, "max_grad_norm": 40.0}
     settings = {
         "suite": "catch",
         "games": ["catch"],
@@ -186,33 +211,40 @@ def test_a_member_that_tune_forgot_after_an_exploit_does_not_record_its_frames_a
             "unroll_length": 5,
             "progress_every_secs": 60,
         },
-        **{"learning_rate": 0.01, "entropy_cost": 0.01, "rmsprop_epsilon": 0.01, "max_grad_norm": 40.0},
+        **before,
     }
     keep = tmp_path / "tune"
 
-    def run_member(trial_id, checkpoint=None, kill_after=None):
+    def run_member(trial_id, checkpoint=None, kill_after=None, hyper=before):
         fake = _FakeTune(trial_id, checkpoint, kill_after, keep)
         fake.install(monkeypatch)
         with flagsaver.flagsaver(), contextlib.suppress(_Killed):
-            pbt.member(dict(settings))
+            pbt.member({**settings, **hyper})
         return fake
-
-    donor = run_member("d", kill_after=1)
-    run_member("m", kill_after=1)
 
     def killed(*args):
         raise _Killed
 
+    def history():
+        rows = _histories(Path(settings["logdir"]))["m"]
+        return [(r["frames"], r["weights_from"], float(r["learning_rate"])) for r in rows]
+
+    donor = run_member("d", kill_after=1)
+    run_member("m", kill_after=1)
+    run_member("m", kill_after=1)  # Tune forgot the report: "m" re-reports the same state
+    assert history() == [("1000", "m", 0.01)]
+    exploit = {name: value * 1.2 for name, value in before.items()}
     with monkeypatch.context() as m:  # killed right after the exploit's copy, before training on
         m.setattr(pbt, "_train_stretch", killed)
-        run_member("m", checkpoint=donor.reports[0]["checkpoint"])
-    before = _histories(Path(settings["logdir"]))["m"]
-    assert [(r["frames"], r["weights_from"]) for r in before] == [("1000", "m"), ("1000", "d")]
+        run_member("m", checkpoint=donor.reports[0]["checkpoint"], hyper=exploit)
+    assert history() == [("1000", "m", 0.01), ("1000", "d", 0.012)]
 
     resumed = run_member("m")
 
+    assert history() == [("1000", "m", 0.01), ("1000", "d", 0.012), ("1000", "m", 0.01), ("2000", "m", 0.01)]
     rows = _histories(Path(settings["logdir"]))["m"]
-    assert [(r["frames"], r["weights_from"]) for r in rows] == [("1000", "m"), ("1000", "d"), ("2000", "m")]
+    assert rows[2]["weights_digest"] == rows[1]["weights_digest"]  # the donor's weights, with the old values
+    assert _trained_frames(rows, "m") == [1000, 2000]
     assert [r["frames"] for r in resumed.reports] == [1_000, 2_000]  # Tune still hears of both boundaries
 
 
