@@ -31,7 +31,7 @@ from impala_tf import suites as registry  # noqa: E402
 from impala_tf.actor import snapshot_of  # noqa: E402
 from impala_tf.losses import LossConfig  # noqa: E402
 from impala_tf.runtime.local import ParamServer  # noqa: E402
-from impala_tf.runtime.ray import RayRuntime, _Slot, use_loopback_only  # noqa: E402
+from impala_tf.runtime.ray import ActorWorker, RayRuntime, _Slot, use_loopback_only  # noqa: E402
 from impala_tf.unroll import stack_time_major  # noqa: E402
 
 pytestmark = pytest.mark.ray
@@ -216,6 +216,28 @@ def test_too_many_failures_stop_the_run_instead_of_waiting_for_unrolls(local_ray
     assert "more than --max_actor_restarts=0" in run.runtime.fatal
     assert "emulator crashed" in run.runtime.fatal
     assert len(unrolls) <= 2 * ENVS_PER_ACTOR  # two unrolls at most, then the 26th step raised
+
+
+def test_requests_in_flight_when_an_environment_raises_get_its_error_not_a_stopped_generator(
+    local_ray, catch_spec
+):
+    # The driver logs the first failed answer it reads; with several requests in flight that can be a later one.
+    spec = catch_spec(num_actors=1)
+    env = agent.make_env(spec, [0], seed=0)
+    params = snapshot_of(agent.make_network(spec, env), 0)
+    env.close()
+    worker = (
+        ray.remote(ActorWorker).options(num_cpus=1).remote(spec, 0, 1, make_actor_whose_env_always_breaks)
+    )
+    try:
+        answers = [worker.next_unrolls.remote(params, 0) for _ in range(4)]
+        ray.get(answers[:2])  # two unrolls of 10 steps, then the 26th step raises
+        for answer in answers[2:]:
+            with pytest.raises(ray.exceptions.RayTaskError) as raised:
+                ray.get(answer)
+            assert repr(raised.value.cause) == "RuntimeError('emulator crashed')"
+    finally:
+        ray.kill(worker)
 
 
 def test_learner_gpus_are_reserved_on_the_drivers_node_or_rejected_clearly(local_ray, catch_spec):

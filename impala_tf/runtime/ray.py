@@ -67,6 +67,7 @@ class ActorWorker:
         self._episodes: list[EpisodeStats] = []
         self._actor: Actor | None = None
         self._unrolls: Iterator[list[Unroll]] | None = None
+        self._error: Exception | None = None
 
     def ready(self) -> tuple[int, str]:
         """(process id, Ray node id): answers once the (re)started process is up."""
@@ -82,7 +83,15 @@ class ActorWorker:
                 self._spec, self._actor_id, lambda: self._params, self._episodes.append, incarnation
             )
             self._unrolls = self._actor.unrolls()
-        unrolls = next(self._unrolls)
+        if self._error is not None:
+            # The error closed the generator: the requests still in flight get it too, not a StopIteration that
+            # the driver could take for the cause when their answers arrive first.
+            raise self._error
+        try:
+            unrolls = next(self._unrolls)
+        except Exception as error:
+            self._error = error
+            raise
         episodes, self._episodes[:] = list(self._episodes), []
         return unrolls, episodes, len(unrolls) * self._actor.unroll_length
 
